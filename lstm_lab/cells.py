@@ -1,0 +1,259 @@
+"""LSTM cells in PyTorch: the drop-in `LSTMCell` and the two teaching notations.
+
+Every cell here computes the same function as `torch.nn.LSTMCell` (chapter 1):
+
+    i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)      input gate
+    f = sigmoid(W_if x + b_if + W_hf h + b_hf)      forget gate
+    g = tanh   (W_ig x + b_ig + W_hg h + b_hg)      candidate cell state (c_tilde)
+    o = sigmoid(W_io x + b_io + W_ho h + b_ho)      output gate
+    c' = f * c + i * g
+    h' = o * tanh(c')
+
+Three ways to store the weights:
+
+    LSTMCell        weight_ih (4H, I), weight_hh (4H, H), bias_ih, bias_hh (4H,)   PyTorch's layout
+    GateLSTMCell    one (H, I) and one (H, H) matrix per gate: W_ii, W_hi, ...      the naive cell
+    ConcatLSTMCell  W (4H, H + I) acting on [h, x], one bias b (4H,)               the textbook notation
+
+The 4H rows are stacked in gate order i, f, g, o, so one matrix multiply computes all four gates.
+"""
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+GATES = ("i", "f", "g", "o")  # PyTorch's gate order along the 4H axis
+
+
+def init_uniform_(parameters, hidden_size):
+    """Initialise every tensor in `parameters` from U(-1/sqrt(H), 1/sqrt(H)), as `nn.LSTMCell` does.
+
+    Introduced in chapter 1."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    for p in parameters:
+        nn.init.uniform_(p, -bound, bound)
+
+
+def cell_update(gates, c):
+    """Turn pre-activations into the new state: the nonlinear half of an LSTM step.
+
+    gates: (B, 4H) in order i, f, g, o;  c: (B, H).  Returns (h_new, c_new), each (B, H).
+    Introduced in chapter 1."""
+    i, f, g, o = gates.chunk(4, dim=-1)  # four (B, H) slices of the stacked gates
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c_new = f * c + i * g  # forget some of the old memory, write some of the candidate
+    h_new = o * torch.tanh(c_new)  # expose a squashed, gated view of the memory
+    return h_new, c_new
+
+
+def check_cell_input(x, hx, input_size, hidden_size):
+    """Raise a ValueError naming what was expected if `x` or `hx` cannot feed an LSTM cell.
+
+    x: (B, I) or (I,);  hx: None or a pair (h, c), each shaped like x but with H features.
+    Introduced in chapter 1."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"LSTM cell input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (1, 2):
+        raise ValueError(f"LSTM cell input must be 2-D (batch_size, input_size) or 1-D (input_size,), "
+                         f"got {x.dim()}-D input of shape {tuple(x.shape)}")
+    if x.shape[-1] != input_size:
+        raise ValueError(f"LSTM cell input must have input_size={input_size} features in its last "
+                         f"dimension, got shape {tuple(x.shape)}")
+    if hx is None:
+        return
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+        raise ValueError("LSTM cell state must be a pair (h, c) of tensors")
+    expected = tuple(x.shape[:-1]) + (hidden_size,)
+    for name, state in zip(("h", "c"), hx):
+        if tuple(state.shape) != expected:
+            raise ValueError(f"LSTM cell state {name} must have shape {expected} "
+                             f"(batch_size, hidden_size), got {tuple(state.shape)}")
+    check_same_device_dtype({"input": x, "h": hx[0], "c": hx[1]})
+
+
+def check_same_device_dtype(tensors, reference=None):
+    """Raise a ValueError if the named tensors do not all share one device and one dtype.
+
+    tensors: dict name -> tensor; reference: optional (device, dtype, what) the tensors must match,
+    e.g. the module's weights.  Introduced in chapter 1."""
+    items = list(tensors.items())
+    device, dtype, what = reference or (items[0][1].device, items[0][1].dtype, items[0][0])
+    for name, t in items:
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but {what} is on {device}: "
+                             f"move both to one device, e.g. with .to({str(device)!r})")
+        if t.dtype != dtype:
+            raise ValueError(f"{name} has dtype {t.dtype} but {what} has dtype {dtype}: "
+                             f"convert one, e.g. with .to({dtype})")
+
+
+def _as_batch(x, hx, hidden_size):
+    """Add a batch dimension to unbatched input and fill in a zero state.  Returns (x, (h, c), unbatched)."""
+    unbatched = x.dim() == 1
+    if unbatched:
+        x = x.unsqueeze(0)
+        hx = None if hx is None else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+    if hx is None:
+        zeros = x.new_zeros(x.shape[0], hidden_size)
+        hx = (zeros, zeros)
+    return x, hx, unbatched
+
+
+class _Cell(nn.Module):
+    """What every cell shares: sizes, input checks, batching.  Subclasses define `step(x, h, c)`."""
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"input_size and hidden_size must be positive, got {input_size}, {hidden_size}")
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+
+    def reset_parameters(self):
+        init_uniform_(self.parameters(), self.hidden_size)
+
+    def forward(self, x, hx=None):
+        """x: (B, I) or (I,);  hx: (h, c) each (B, H) or (H,), zeros if None.  Returns (h, c)."""
+        check_cell_input(x, hx, self.input_size, self.hidden_size)
+        weight = next(self.parameters())
+        check_same_device_dtype({"input": x}, (weight.device, weight.dtype, "the cell's weights"))
+        x, (h, c), unbatched = _as_batch(x, hx, self.hidden_size)
+        h, c = self.step(x, h, c)
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
+
+
+class LSTMCell(_Cell):
+    """Drop-in for `torch.nn.LSTMCell`: same parameter names, shapes, gate order and initialisation.
+
+    weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,).
+    forward(x, (h, c)) -> (h, c) with x (B, I), h and c (B, H).  Introduced in chapter 1."""
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def step(self, x, h, c):
+        # all four gates in two matrix multiplies: (B, I) @ (I, 4H) + (B, H) @ (H, 4H) -> (B, 4H)
+        gates = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
+        return cell_update(gates, c)
+
+
+class GateLSTMCell(_Cell):
+    """The naive LSTM cell: one weight matrix and bias per gate, eight matrix multiplies per step.
+
+    Parameters W_ii, W_if, W_ig, W_io (H, I); W_hi, W_hf, W_hg, W_ho (H, H); b_ii, ..., b_ho (H,).
+    Same function as `LSTMCell`; convert with `from_fused` / `to_fused`.  Introduced in chapter 1."""
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        for gate in GATES:
+            setattr(self, f"W_i{gate}", nn.Parameter(torch.empty(hidden_size, input_size)))
+            setattr(self, f"W_h{gate}", nn.Parameter(torch.empty(hidden_size, hidden_size)))
+            if bias:
+                setattr(self, f"b_i{gate}", nn.Parameter(torch.empty(hidden_size)))
+                setattr(self, f"b_h{gate}", nn.Parameter(torch.empty(hidden_size)))
+        self.reset_parameters()
+
+    def gate(self, name, x, h):
+        """Pre-activation of one gate: W_i? x + b_i? + W_h? h + b_h?, shape (B, H)."""
+        b_i, b_h = (getattr(self, f"b_i{name}"), getattr(self, f"b_h{name}")) if self.bias else (None, None)
+        return F.linear(x, getattr(self, f"W_i{name}"), b_i) + F.linear(h, getattr(self, f"W_h{name}"), b_h)
+
+    def step(self, x, h, c):
+        i = torch.sigmoid(self.gate("i", x, h))
+        f = torch.sigmoid(self.gate("f", x, h))
+        c_tilde = torch.tanh(self.gate("g", x, h))
+        o = torch.sigmoid(self.gate("o", x, h))
+        c = f * c + i * c_tilde
+        return o * torch.tanh(c), c
+
+    @classmethod
+    def from_fused(cls, cell):
+        """A GateLSTMCell with exactly the weights of `cell` (an `LSTMCell` or `nn.LSTMCell`)."""
+        new = cls(cell.input_size, cell.hidden_size, cell.bias)
+        with torch.no_grad():
+            tensors = {"W_i": cell.weight_ih, "W_h": cell.weight_hh}
+            if cell.bias:
+                tensors.update({"b_i": cell.bias_ih, "b_h": cell.bias_hh})
+            for prefix, fused in tensors.items():
+                for gate, block in zip(GATES, fused.chunk(4, dim=0)):  # rows i, f, g, o
+                    getattr(new, f"{prefix}{gate}").copy_(block)
+        return new.to(cell.weight_ih.device, cell.weight_ih.dtype)
+
+    def to_fused(self):
+        """An `LSTMCell` with exactly these weights, stacked in gate order i, f, g, o."""
+        cell = LSTMCell(self.input_size, self.hidden_size, self.bias)
+        stacks = {"weight_ih": "W_i", "weight_hh": "W_h"}
+        if self.bias:
+            stacks.update({"bias_ih": "b_i", "bias_hh": "b_h"})
+        with torch.no_grad():
+            for fused_name, prefix in stacks.items():
+                getattr(cell, fused_name).copy_(torch.cat([getattr(self, prefix + g) for g in GATES]))
+        return cell.to(self.W_ii.device, self.W_ii.dtype)
+
+
+def fused_to_concat(weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+    """PyTorch's two-matrix weights -> the textbook's single matrix on [h, x].
+
+    weight_ih (4H, I), weight_hh (4H, H) -> W (4H, H + I) = [weight_hh | weight_ih];
+    the two biases only ever appear as a sum, so b = bias_ih + bias_hh (4H,).  Chapter 1."""
+    W = torch.cat([weight_hh, weight_ih], dim=1)
+    b = None
+    if bias_ih is not None:
+        b = bias_ih + bias_hh
+    return W, b
+
+
+def concat_to_fused(W, b, hidden_size):
+    """The textbook's W (4H, H + I), b (4H,) -> (weight_ih, weight_hh, bias_ih, bias_hh).
+
+    The sum b is put in bias_ih and bias_hh is zero: any split with the same sum is the same model.
+    Chapter 1."""
+    weight_hh, weight_ih = W[:, :hidden_size], W[:, hidden_size:]
+    bias_ih = b
+    bias_hh = None if b is None else torch.zeros_like(b)
+    return weight_ih, weight_hh, bias_ih, bias_hh
+
+
+class ConcatLSTMCell(_Cell):
+    """The textbook notation: gates = W [h, x] + b, one (4H, H + I) matrix and one (4H,) bias.
+
+    Same function as `LSTMCell`; convert with `from_fused` / `to_fused`.  Introduced in chapter 1."""
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.W = nn.Parameter(torch.empty(4 * hidden_size, hidden_size + input_size))
+        self.b = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        self.reset_parameters()
+
+    def step(self, x, h, c):
+        hx = torch.cat([h, x], dim=1)  # (B, H + I): the concatenation [h, x]
+        return cell_update(F.linear(hx, self.W, self.b), c)
+
+    @classmethod
+    def from_fused(cls, cell):
+        """A ConcatLSTMCell computing the same function as `cell` (`LSTMCell` or `nn.LSTMCell`)."""
+        new = cls(cell.input_size, cell.hidden_size, cell.bias)
+        W, b = fused_to_concat(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        with torch.no_grad():
+            new.W.copy_(W)
+            if cell.bias:
+                new.b.copy_(b)
+        return new.to(W.device, W.dtype)
+
+    def to_fused(self):
+        """An `LSTMCell` computing the same function (the summed bias goes into bias_ih)."""
+        cell = LSTMCell(self.input_size, self.hidden_size, self.bias)
+        tensors = concat_to_fused(self.W, self.b, self.hidden_size)
+        with torch.no_grad():
+            for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), tensors):
+                if value is not None:
+                    getattr(cell, name).copy_(value)
+        return cell.to(self.W.device, self.W.dtype)
