@@ -81,10 +81,10 @@ def check_same_device_dtype(tensors, reference=None):
     device, dtype, what = reference or (items[0][1].device, items[0][1].dtype, items[0][0])
     for name, t in items:
         if t.device != device:
-            raise ValueError(f"{name} is on {t.device} but {what} is on {device}: "
+            raise ValueError(f"{name} is on {t.device}, expected {device} to match {what}: "
                              f"move both to one device, e.g. with .to({str(device)!r})")
         if t.dtype != dtype:
-            raise ValueError(f"{name} has dtype {t.dtype} but {what} has dtype {dtype}: "
+            raise ValueError(f"{name} has dtype {t.dtype}, expected {dtype} to match {what}: "
                              f"convert one, e.g. with .to({dtype})")
 
 
@@ -177,7 +177,7 @@ class GateLSTMCell(_Cell):
     @classmethod
     def from_fused(cls, cell):
         """A GateLSTMCell with exactly the weights of `cell` (an `LSTMCell` or `nn.LSTMCell`)."""
-        new = cls(cell.input_size, cell.hidden_size, cell.bias)
+        new = cls(cell.input_size, cell.hidden_size, cell.bias).to(cell.weight_ih.device, cell.weight_ih.dtype)
         with torch.no_grad():
             tensors = {"W_i": cell.weight_ih, "W_h": cell.weight_hh}
             if cell.bias:
@@ -185,18 +185,18 @@ class GateLSTMCell(_Cell):
             for prefix, fused in tensors.items():
                 for gate, block in zip(GATES, fused.chunk(4, dim=0)):  # rows i, f, g, o
                     getattr(new, f"{prefix}{gate}").copy_(block)
-        return new.to(cell.weight_ih.device, cell.weight_ih.dtype)
+        return new
 
     def to_fused(self):
         """An `LSTMCell` with exactly these weights, stacked in gate order i, f, g, o."""
-        cell = LSTMCell(self.input_size, self.hidden_size, self.bias)
+        cell = LSTMCell(self.input_size, self.hidden_size, self.bias).to(self.W_ii.device, self.W_ii.dtype)
         stacks = {"weight_ih": "W_i", "weight_hh": "W_h"}
         if self.bias:
             stacks.update({"bias_ih": "b_i", "bias_hh": "b_h"})
         with torch.no_grad():
             for fused_name, prefix in stacks.items():
                 getattr(cell, fused_name).copy_(torch.cat([getattr(self, prefix + g) for g in GATES]))
-        return cell.to(self.W_ii.device, self.W_ii.dtype)
+        return cell
 
 
 def fused_to_concat(weight_ih, weight_hh, bias_ih=None, bias_hh=None):
@@ -240,20 +240,20 @@ class ConcatLSTMCell(_Cell):
     @classmethod
     def from_fused(cls, cell):
         """A ConcatLSTMCell computing the same function as `cell` (`LSTMCell` or `nn.LSTMCell`)."""
-        new = cls(cell.input_size, cell.hidden_size, cell.bias)
+        new = cls(cell.input_size, cell.hidden_size, cell.bias).to(cell.weight_ih.device, cell.weight_ih.dtype)
         W, b = fused_to_concat(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
         with torch.no_grad():
             new.W.copy_(W)
             if cell.bias:
                 new.b.copy_(b)
-        return new.to(W.device, W.dtype)
+        return new
 
     def to_fused(self):
         """An `LSTMCell` computing the same function (the summed bias goes into bias_ih)."""
-        cell = LSTMCell(self.input_size, self.hidden_size, self.bias)
+        cell = LSTMCell(self.input_size, self.hidden_size, self.bias).to(self.W.device, self.W.dtype)
         tensors = concat_to_fused(self.W, self.b, self.hidden_size)
         with torch.no_grad():
             for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), tensors):
                 if value is not None:
                     getattr(cell, name).copy_(value)
-        return cell.to(self.W.device, self.W.dtype)
+        return cell

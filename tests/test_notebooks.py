@@ -1,0 +1,37 @@
+"""The chapters as committed: output-free, listed in the table of contents, built from one template."""
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+
+def code_cells(path):
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 2
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_committed_without_outputs(path):
+    for cell in code_cells(path):
+        assert cell.get("outputs") == [], f"{path.name}: a code cell has outputs: clear them before committing"
+        assert cell.get("execution_count") is None, f"{path.name}: a code cell has an execution count"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_in_the_table_of_contents(path):
+    toc = (ROOT / "_toc.yml").read_text()
+    assert f"file: chapters/{path.stem}\n" in toc
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_starts_with_the_hidden_setup_cell(path):
+    first = code_cells(path)[0]
+    source = "".join(first["source"])
+    assert "hide-cell" in first["metadata"].get("tags", [])
+    assert '"google.colab" in sys.modules' in source and "setup(seed=" in source

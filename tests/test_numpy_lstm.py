@@ -1,0 +1,84 @@
+"""The numpy LSTM and its hand-written backward pass against finite differences and torch autograd."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lstm_lab.numpy_lstm import (gradient_check, lstm_backward, lstm_forward, numerical_gradient,
+                                 random_lstm_problem, relative_error, sigmoid)
+
+SIZES = [  # (seq_len, batch_size, input_size, hidden_size)
+    (1, 1, 1, 1), (1, 2, 3, 4), (4, 1, 2, 1), (5, 3, 4, 3), (8, 2, 1, 5),
+]
+INPUTS = ["x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh"]
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_backward_matches_finite_differences(sizes):
+    errors = gradient_check(random_lstm_problem(*sizes, seed=sum(sizes)))
+    assert set(errors) == set(INPUTS)
+    for name, error in errors.items():
+        assert error < 1e-7, f"{name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_forward_and_backward_match_torch_autograd(sizes):
+    p = random_lstm_problem(*sizes, seed=7)
+    hs, (h_T, c_T), cache = lstm_forward(*(p[name] for name in INPUTS))
+    grads = lstm_backward(p["R_hs"], p["R_h"], p["R_c"], cache)
+
+    T, B, I = p["x"].shape
+    H = p["h0"].shape[1]
+    lstm = nn.LSTM(I, H).double()
+    with torch.no_grad():
+        for name, key in [("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"), ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")]:
+            getattr(lstm, key).copy_(torch.from_numpy(p[name]))
+    x, h0, c0 = (torch.tensor(p[n], requires_grad=True) for n in ("x", "h0", "c0"))
+    out, (h_n, c_n) = lstm(x, (h0[None], c0[None]))
+    loss = (out * torch.from_numpy(p["R_hs"])).sum() + (h_n[0] * torch.from_numpy(p["R_h"])).sum() \
+        + (c_n[0] * torch.from_numpy(p["R_c"])).sum()
+    loss.backward()
+
+    assert relative_error(hs, out.detach().numpy()) < 1e-12
+    assert relative_error(c_T, c_n[0].detach().numpy()) < 1e-12
+    torch_grads = {"x": x.grad, "h0": h0.grad, "c0": c0.grad, "W_ih": lstm.weight_ih_l0.grad,
+                   "W_hh": lstm.weight_hh_l0.grad, "b_ih": lstm.bias_ih_l0.grad, "b_hh": lstm.bias_hh_l0.grad}
+    for name in INPUTS:
+        assert grads[name].shape == p[name].shape, name
+        assert relative_error(grads[name], torch_grads[name].numpy()) < 1e-10, name
+
+
+def test_a_wrong_backward_fails_the_check():
+    """The checker must be able to fail: a gradient off by a small amount is caught."""
+    p = random_lstm_problem(3, 2, 2, 3, seed=1)
+    _, _, cache = lstm_forward(*(p[name] for name in INPUTS))
+    grads = lstm_backward(p["R_hs"], p["R_h"], p["R_c"], cache)
+
+    def loss():
+        hs, (h_T, c_T), _ = lstm_forward(*(p[name] for name in INPUTS))
+        return np.sum(hs * p["R_hs"]) + np.sum(h_T * p["R_h"]) + np.sum(c_T * p["R_c"])
+
+    numeric = numerical_gradient(loss, p["W_hh"])
+    assert relative_error(grads["W_hh"], numeric) < 1e-7
+    assert relative_error(grads["W_hh"] * 1.001, numeric) > 1e-4
+
+
+def test_numerical_gradient_of_a_known_function_and_restores_the_array():
+    a = np.array([[1.0, -2.0], [0.5, 3.0]])
+    before = a.copy()
+    grad = numerical_gradient(lambda: np.sum(a ** 3), a)
+    np.testing.assert_allclose(grad, 3 * before ** 2, rtol=1e-8)
+    assert np.array_equal(a, before)
+
+
+def test_sigmoid_is_stable_and_correct():
+    a = np.array([-1000.0, -2.0, 0.0, 2.0, 1000.0])
+    with np.errstate(over="raise"):
+        s = sigmoid(a)
+    np.testing.assert_allclose(s, [0.0, 1 / (1 + np.exp(2)), 0.5, 1 / (1 + np.exp(-2)), 1.0], atol=1e-15)
+
+
+def test_relative_error_scale():
+    assert relative_error(np.ones(3), np.ones(3)) == 0.0
+    assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
+    assert relative_error(np.ones(3), -np.ones(3)) == pytest.approx(1.0)
