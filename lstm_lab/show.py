@@ -20,3 +20,33 @@ def show_table(rows, columns=None, floatfmt=".3g"):
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return Markdown("\n".join(lines))
+
+
+def public_members(module):
+    """The functions and classes a module defines itself (not imported ones), minus private names."""
+    members = []
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            members.append((name, obj))
+    return members
+
+
+def declaration(name, obj):
+    """`def name(signature)`, or `class Name(signature)`, or `class Name(Base)` for exceptions."""
+    if inspect.isclass(obj) and issubclass(obj, BaseException):
+        return f"class {name}({obj.__bases__[0].__name__})"
+    return f"{'class' if inspect.isclass(obj) else 'def'} {name}{inspect.signature(obj)}"
+
+
+def api_reference(modules):
+    """Markdown for an API reference: per module its docstring, then each public function and class
+    with its signature and docstring.  Used by the appendix, so the reference is rebuilt from the code."""
+    parts = []
+    for module in modules:
+        parts.append(f"## `{module.__name__}`\n\n```text\n{inspect.getdoc(module) or ''}\n```")
+        for name, obj in public_members(module):
+            parts.append(f"### `{name}`\n\n```python\n{declaration(name, obj)}\n```\n\n"
+                         f"```text\n{inspect.getdoc(obj) or '(no docstring)'}\n```")
+    return Markdown("\n\n".join(parts))
