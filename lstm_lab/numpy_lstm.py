@@ -41,12 +41,14 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
     return np.stack(hs), (h, c), cache
 
 
-def lstm_backward(dhs, dh_T, dc_T, cache):
+def lstm_backward(dhs, dh_T, dc_T, cache, tanh_grad=lambda g: 1 - g ** 2):
     """Backpropagation through time for `lstm_forward`.
 
     dhs: (T, B, H) gradient of the loss w.r.t. every output h_t;  dh_T, dc_T: (B, H) gradients w.r.t.
-    the final state (zeros if the loss ignores it).  Returns a dict of gradients with keys
-    x (T, B, I), h0, c0 (B, H), W_ih, W_hh, b_ih, b_hh (their own shapes).  Introduced in chapter 2."""
+    the final state (zeros if the loss ignores it).  `tanh_grad(g)` is the derivative of the candidate
+    g = tanh(a_g) written in terms of g; chapter 2 swaps in a misprinted one to see the check fail.
+    Returns a dict of gradients with keys x (T, B, I), h0, c0 (B, H), W_ih, W_hh, b_ih, b_hh (their
+    own shapes).  Introduced in chapter 2."""
     W_ih, W_hh = cache["W_ih"], cache["W_hh"]
     grads = {"W_ih": np.zeros_like(W_ih), "W_hh": np.zeros_like(W_hh),
              "b_ih": np.zeros(W_ih.shape[0]), "b_hh": np.zeros(W_hh.shape[0])}
@@ -60,7 +62,7 @@ def lstm_backward(dhs, dh_T, dc_T, cache):
         di, df, dg = dc * g, dc * c_prev, dc * i
         dc_next = dc * f  # the forget gate is the only path back to c_{t-1}
         # through the nonlinearities: sigmoid' = s (1 - s), tanh' = 1 - tanh^2 (not (1 - tanh)^2)
-        da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g ** 2), do * o * (1 - o)], axis=1)
+        da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * tanh_grad(g), do * o * (1 - o)], axis=1)
         grads["W_ih"] += da.T @ x_t  # (4H, B) @ (B, I)
         grads["W_hh"] += da.T @ h_prev
         grads["b_ih"] += da.sum(axis=0)
@@ -105,10 +107,11 @@ def random_lstm_problem(seq_len, batch_size, input_size, hidden_size, seed=0):
     return {name: rng.standard_normal(shape) for name, shape in shapes.items()}
 
 
-def gradient_check(problem, eps=1e-6):
+def gradient_check(problem, eps=1e-6, tanh_grad=lambda g: 1 - g ** 2):
     """Compare `lstm_backward` with central differences on every input of `problem`.
 
-    problem: a dict from `random_lstm_problem`.  Returns {name: relative error}.  Introduced in chapter 2."""
+    problem: a dict from `random_lstm_problem`; tanh_grad is passed on to `lstm_backward`.
+    Returns {name: relative error}.  Introduced in chapter 2."""
     inputs = ["x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh"]
 
     def loss():
@@ -116,6 +119,6 @@ def gradient_check(problem, eps=1e-6):
         return np.sum(hs * problem["R_hs"]) + np.sum(h_T * problem["R_h"]) + np.sum(c_T * problem["R_c"])
 
     _, _, cache = lstm_forward(*(problem[name] for name in inputs))
-    analytic = lstm_backward(problem["R_hs"], problem["R_h"], problem["R_c"], cache)
+    analytic = lstm_backward(problem["R_hs"], problem["R_h"], problem["R_c"], cache, tanh_grad)
     return {name: relative_error(analytic[name], numerical_gradient(loss, problem[name], eps))
             for name in inputs}

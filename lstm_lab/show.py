@@ -1,5 +1,6 @@
 """Showing the package's own code and tables in a chapter, so the book and the code cannot drift."""
 import inspect
+import textwrap
 
 from IPython.display import Markdown
 
@@ -8,7 +9,7 @@ def show_source(obj):
     """Display the source of a function, class or method from `lstm_lab` as highlighted Python.
 
     Chapters call this instead of retyping code.  Introduced in chapter 1."""
-    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+    return Markdown(f"```python\n{textwrap.dedent(inspect.getsource(obj)).rstrip()}\n```")
 
 
 def show_table(rows, columns=None, floatfmt=".3g"):

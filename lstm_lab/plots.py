@@ -1,0 +1,72 @@
+"""Matplotlib figures the chapters draw: cell-state memory traces, gradient norms, gradient checks.
+
+Every function returns the figure (and axes) it drew on and never calls `plt.show()`: the chapter
+decides when to show, save or close it.
+"""
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_memory_trace(ax, g, c, h=None, title=None):
+    """Draw one cell-state trace: the candidate written g_t (shaded), the memory c_t, and h_t if given.
+
+    g, c, h: (T,) arrays, e.g. from `lstm_lab.widgets.memory_trace`.  Returns `ax`.
+    Introduced in chapter 1."""
+    steps = np.arange(len(c))
+    ax.fill_between(steps, 0, g, step="mid", color="0.85", label="candidate $g_t$")
+    ax.plot(steps, c, color="C0", lw=2, label="cell state $c_t$")
+    if h is not None:
+        ax.plot(steps, h, color="C1", lw=1.5, ls="--", label="output $h_t$")
+    ax.axhline(0, color="0.5", lw=0.5)
+    ax.set_xlim(0, len(c) - 1)
+    ax.set_xlabel("time step $t$")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_gradient_norms(curves, ax=None, title=None, ylabel=r"$\|\partial L / \partial x_t\|$"):
+    """Gradient norm against distance back in time, one line per model, on a log scale.
+
+    curves: dict label -> array (n_seeds, T) or (T,), indexed by distance k = T - 1 - t (as returned by
+    `lstm_lab.gradflow.gradient_norms_over_seeds`).  Each line is the geometric mean over seeds; the
+    shaded band spans the smallest to the largest seed.  Returns (fig, ax).  Introduced in chapter 1."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for label, norms in curves.items():
+        norms = np.atleast_2d(norms)  # (n_seeds, T)
+        distance = np.arange(norms.shape[1])
+        line, = ax.plot(distance, np.exp(np.log(norms).mean(axis=0)), lw=2, label=label)
+        if norms.shape[0] > 1:
+            band = (norms.min(axis=0), norms.max(axis=0))  # smallest and largest seed
+            ax.fill_between(distance, *band, color=line.get_color(), alpha=0.15)
+    ax.set_yscale("log")
+    ax.set_xlabel("distance back in time $T - 1 - t$ (steps)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "How far back does the gradient reach?")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    return ax.figure, ax
+
+
+def plot_relative_errors(checks, threshold=None, ax=None, title=None):
+    """Grouped bars of gradient-check relative errors, one group per parameter, on a log scale.
+
+    checks: dict label -> {parameter name: relative error} (as returned by
+    `lstm_lab.numpy_lstm.gradient_check`); threshold: draw a horizontal line there (e.g. 1e-7).
+    Returns (fig, ax).  Introduced in chapter 2."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(next(iter(checks.values())))
+    width = 0.8 / len(checks)
+    for k, (label, errors) in enumerate(checks.items()):
+        positions = np.arange(len(names)) + (k - (len(checks) - 1) / 2) * width
+        ax.bar(positions, [max(errors[name], 1e-20) for name in names], width, label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("relative error")
+    ax.set_title(title or "Gradient check: hand-written backward vs reference")
+    ax.legend(fontsize=8)
+    return ax.figure, ax

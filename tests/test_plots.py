@@ -1,0 +1,44 @@
+"""lstm_lab.plots: the figures return what they drew."""
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lstm_lab.plots import plot_gradient_norms, plot_memory_trace, plot_relative_errors  # noqa: E402
+
+
+def test_plot_memory_trace_draws_c_and_optionally_h():
+    fig, ax = plt.subplots()
+    g, c = np.array([1.0, 0.0, 0.0]), np.array([0.5, 0.25, 0.125])
+    assert plot_memory_trace(ax, g, c, title="x") is ax
+    assert len(ax.get_lines()) == 2  # c_t and the zero line
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), c)
+    fig2, ax2 = plt.subplots()
+    plot_memory_trace(ax2, g, c, h=np.tanh(c))
+    assert len(ax2.get_lines()) == 3  # c_t, h_t and the zero line
+    np.testing.assert_array_equal(ax2.get_lines()[1].get_ydata(), np.tanh(c))
+    plt.close(fig)
+    plt.close(fig2)
+
+
+def test_plot_gradient_norms_one_geometric_mean_line_per_curve():
+    rows = np.array([[1.0, 0.1, 0.01], [4.0, 0.4, 0.04]])
+    fig, ax = plot_gradient_norms({"rnn": rows, "lstm": rows[0]})
+    lines = ax.get_lines()
+    assert len(lines) == 2 and ax.get_yscale() == "log"
+    np.testing.assert_allclose(lines[0].get_ydata(), [2.0, 0.2, 0.02])  # sqrt(1 * 4) = 2
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["rnn", "lstm"]
+    assert ax is fig.axes[0]
+    plt.close(fig)
+
+
+def test_plot_relative_errors_one_bar_per_parameter_and_check():
+    checks = {"correct": {"x": 1e-10, "W_ih": 2e-10, "b_ih": 0.0},
+              "typo": {"x": 0.5, "W_ih": 0.9, "b_ih": 0.8}}
+    fig, ax = plot_relative_errors(checks, threshold=1e-7)
+    assert len(ax.patches) == 6
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights[0] == 1e-20 and heights[-1] == 0.9  # zero errors are drawn at the floor of the log axis
+    assert ax.get_lines()[0].get_ydata()[0] == 1e-7
+    plt.close(fig)

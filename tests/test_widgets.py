@@ -1,0 +1,80 @@
+"""lstm_lab.widgets: the gate explorer's arithmetic, and the explorer itself."""
+import math
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from lstm_lab.widgets import gate_explorer, half_life, memory_grid, memory_trace, write_pulse  # noqa: E402
+
+
+def test_memory_trace_follows_the_cell_recurrence_by_hand():
+    # c_1 = 0.5 * 2 + 1 * 1 = 2,  c_2 = 0.5 * 2 + 1 * 0 = 1,  c_3 = 0.5 * 1 + 1 * (-1) = -0.5
+    c, h = memory_trace(f=0.5, i=1.0, g=[1.0, 0.0, -1.0], o=0.5, c0=2.0)
+    np.testing.assert_allclose(c, [2.0, 1.0, -0.5], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(h, 0.5 * np.tanh([2.0, 1.0, -0.5]), rtol=0, atol=1e-15)
+
+
+def test_memory_trace_accepts_gates_that_change_over_time():
+    g = np.array([1.0, 1.0, 1.0, 0.0])
+    f, i = np.array([0.0, 0.9, 0.1, 0.5]), np.array([0.2, 0.3, 1.0, 0.7])
+    c, _ = memory_trace(f, i, g)
+    expected, c_prev = [], 0.0
+    for t in range(4):
+        c_prev = f[t] * c_prev + i[t] * g[t]
+        expected.append(c_prev)
+    np.testing.assert_allclose(c, expected, rtol=0, atol=1e-15)
+
+
+def test_memory_decays_by_the_forget_gate_after_a_write():
+    g = write_pulse(30, start=2, length=3)
+    c, _ = memory_trace(0.8, 0.5, g)
+    np.testing.assert_allclose(c[6:] / c[5:-1], 0.8, rtol=1e-12)  # nothing written after step 4
+
+
+def test_memory_trace_rejects_a_batch_of_candidates():
+    with pytest.raises(ValueError, match="1-D"):
+        memory_trace(0.5, 0.5, np.zeros((3, 2)))
+
+
+def test_write_pulse():
+    np.testing.assert_array_equal(write_pulse(6, start=1, length=2, value=-2.0), [0, -2, -2, 0, 0, 0])
+    with pytest.raises(ValueError, match="start"):
+        write_pulse(5, start=5)
+
+
+def test_half_life():
+    assert half_life(0.5) == pytest.approx(1.0)
+    assert 0.9 ** half_life(0.9) == pytest.approx(0.5)
+    assert half_life(1.0) == math.inf and half_life(0.0) == 0.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        half_life(1.5)
+
+
+def test_memory_grid_has_one_panel_per_setting():
+    fig = memory_grid([0.5, 0.9], [0.2, 0.5, 1.0], write_pulse(20))
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 6
+    c, _ = memory_trace(0.9, 1.0, write_pulse(20))
+    np.testing.assert_allclose(panels[5].get_lines()[0].get_ydata(), c)  # row f=0.9, column i=1.0
+    matplotlib.pyplot.close(fig)
+
+
+def test_importing_the_package_does_not_import_ipywidgets():
+    code = "import sys, lstm_lab, lstm_lab.widgets; assert 'ipywidgets' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gate_explorer_builds_sliders_and_redraws_on_change():
+    pytest.importorskip("ipywidgets")
+    explorer = gate_explorer(seq_len=20, f=0.7)
+    sliders = {w.description: w for w in explorer.children[:-1]}
+    assert set(sliders) == {"forget f", "input i", "output o"}
+    assert sliders["forget f"].value == 0.7
+    sliders["forget f"].value = 0.25  # the callback runs again with the new value
+    assert explorer.kwargs["f"] == 0.25
+    matplotlib.pyplot.close("all")
