@@ -1,0 +1,215 @@
+"""The speed-ladder benchmark: forward + backward of every rung of `lstm_lab.ladder`, against nn.LSTM.
+
+    python -m lstm_lab bench --json results/bench-cpu.json                 # both size sets
+    python -m lstm_lab bench --sizes ptb-small --repeats 5 --no-compile    # quicker
+    python -m lstm_lab.bench ...                                           # the same, directly
+
+All rungs run in one process on the same weights and input, timed round-robin (see
+`lstm_lab.timing`), with warm-up and, on a GPU, synchronisation and TF32 set alike for every rung.
+The result is a JSON-ready dict: provenance (device, versions, threads, commit, command, date) and,
+per size set, each rung's median time and its ratio to nn.LSTM.  Introduced in chapter 3.
+"""
+import argparse
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from lstm_lab.cli import cpu_name, provenance
+from lstm_lab.ladder import ladder, lstm_weights, make_problem
+from lstm_lab.timing import interleaved_times, summarize, time_call
+
+SIZES = {  # named size sets; keys follow the book's glossary
+    "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
+    "fastrnns": {"seq_len": 100, "batch_size": 64, "input_size": 512, "hidden_size": 512, "num_layers": 1},
+    "tiny": {"seq_len": 3, "batch_size": 2, "input_size": 4, "hidden_size": 5, "num_layers": 2},  # smoke test
+}
+REFERENCE = "nn.LSTM"  # every ratio is time / time of this rung
+
+
+def forward_backward(rung, problem):
+    """One forward and backward pass of `rung` on `problem`: the LSTM's share of a training step.
+
+    Gradients land in problem["lstm"]'s parameters and problem["x"].grad (reset first).  Chapter 3."""
+    for p in problem["lstm"].parameters():
+        p.grad = None
+    problem["x"].grad = None
+    output, _ = rung(problem["x"], problem["h0"], problem["c0"], lstm_weights(problem["lstm"]))
+    output.backward(problem["dout"])
+
+
+def set_tf32(enabled):
+    """Allow (or forbid) TF32 in both cuBLAS matmuls and cuDNN, so every rung computes alike.
+
+    By default PyTorch lets cuDNN use TF32 but not matmul: nn.LSTM would get a head start.  Chapter 3."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def first_calls(candidates, device, reference=REFERENCE):
+    """Call each candidate once, timed: the first call pays for compilation and initialisation.
+
+    A candidate other than `reference` that raises (e.g. torch.compile without a C++ compiler) is
+    reported, not fatal.  Returns ({name: seconds}, {name: error message}).  Chapter 3."""
+    seconds, errors = {}, {}
+    for name, fn in candidates.items():
+        try:
+            seconds[name] = time_call(fn, device)
+        except Exception as error:  # noqa: BLE001 -- one broken rung must not lose the others' numbers
+            if name == reference:
+                raise
+            errors[name] = f"{type(error).__name__}: {error}".splitlines()[0]
+            print(f"warning: rung {name!r} failed and is left out: {errors[name]}", file=sys.stderr)
+    return seconds, errors
+
+
+def bench_size(rungs, size, device, repeats=10, warmup=2):
+    """Time forward_backward of every rung on one size set, interleaved.
+
+    rungs: {name: rung} including REFERENCE.  Returns {"size": size, "rungs": {name: {"median_ms",
+    "q1_ms", "q3_ms", "ratio", "first_call_s", "times_ms"}}, "errors": {name: message}}.  Chapter 3."""
+    problem = make_problem(size, device)
+    candidates = {name: functools.partial(forward_backward, rung, problem) for name, rung in rungs.items()}
+    first_call, errors = first_calls(candidates, device)
+    candidates = {name: fn for name, fn in candidates.items() if name not in errors}
+    times = interleaved_times(candidates, device, repeats, warmup)
+    rows = summarize(times, reference=REFERENCE)
+    for name, row in rows.items():
+        row.update(first_call_s=first_call[name], times_ms=[1e3 * t for t in times[name]])
+    return {"size": dict(size), "rungs": rows, "errors": errors}
+
+
+def run_bench(size_names, device, repeats=10, warmup=2, compiled=True):
+    """bench_size for each named size set in SIZES, with fresh rungs for each.  Chapter 3."""
+    return {name: bench_size(ladder(compiled), SIZES[name], device, repeats, warmup) for name in size_names}
+
+
+def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
+    """Time every rung while one size varies: rows {key: value, "rung": name, "median_ms": ...}.
+
+    size: a dict like SIZES["ptb-small"]; key: which entry to vary (e.g. "hidden_size").  Chapter 3."""
+    rows = []
+    for value in values:
+        problem = make_problem({**size, key: value}, device)
+        candidates = {name: functools.partial(forward_backward, rung, problem) for name, rung in rungs.items()}
+        for name, row in summarize(interleaved_times(candidates, device, repeats, warmup)).items():
+            rows.append({key: value, "rung": name, **row})
+    return rows
+
+
+def bench_provenance(argv, device, tf32):
+    """Where and how the benchmark ran: lstm_lab.cli's provenance plus the kernels' switches.  Chapter 3."""
+    record = provenance(["bench", *argv], device)
+    settings = {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "OMP_", "MKL_"))}
+    record.update(load_average=os.getloadavg(), mkldnn_enabled=torch.backends.mkldnn.is_available(),
+                  environment=settings)
+    if device.type == "cuda":
+        record.update(cudnn_version=torch.backends.cudnn.version(), tf32=tf32)
+    return record
+
+
+def results_table(results):
+    """Rows for `lstm_lab.show.show_table`: size set, rung, median ms, ratio to nn.LSTM.  Chapter 3."""
+    return [{"sizes": size_name, "rung": name, "median ms": row["median_ms"],
+             "x nn.LSTM": row["ratio"], "first call s": row["first_call_s"]}
+            for size_name, block in results.items() for name, row in block["rungs"].items()]
+
+
+def plot_ladder(results, title=None):
+    """Bar chart of each rung's time relative to nn.LSTM, one panel per size set.
+
+    results: the "results" part of a bench JSON ({size_name: {"size", "rungs"}}).  Returns the figure.
+    Chapter 3."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(results), 1, figsize=(6.5, 2.8 * len(results)), squeeze=False)
+    for ax, (size_name, block) in zip(axes[:, 0], results.items()):
+        names = list(block["rungs"])
+        ratios = [block["rungs"][n]["ratio"] for n in names]
+        colors = ["0.55" if n == REFERENCE else "C0" for n in names]
+        bars = ax.barh(names[::-1], ratios[::-1], color=colors[::-1])
+        labels = [f"{block['rungs'][n]['median_ms']:.3g} ms" for n in names[::-1]]
+        ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
+        ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+        ax.set_xlim(0, 1.25 * max(ratios))
+        s = block["size"]
+        ax.set_title(f"{size_name}: T{s['seq_len']} B{s['batch_size']} I{s['input_size']} "
+                     f"H{s['hidden_size']} L{s['num_layers']}", fontsize=10)
+        ax.set_xlabel("forward + backward time / nn.LSTM")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(rows, key, steps=None, title=None):
+    """Median time of each rung against the swept size, log-log; rows from `sweep`.
+
+    steps: if given, times are divided by it (the seq_len) to show time per step.  Returns the figure.
+    Chapter 3."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name in dict.fromkeys(row["rung"] for row in rows):
+        mine = [row for row in rows if row["rung"] == name]
+        ax.plot([row[key] for row in mine], [row["median_ms"] / (steps or 1) for row in mine], "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    values = sorted({row[key] for row in rows})
+    ax.set_xticks(values, [str(v) for v in values], minor=False)
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel(key)
+    ax.set_ylabel("forward + backward, ms" + (" per step" if steps else ""))
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def load_recorded(name, folder=None):
+    """A recorded benchmark JSON from the repository's results/ folder, or None if it is not there
+    (e.g. when lstm_lab was pip-installed without the repository, as on Colab).  Chapter 3."""
+    path = Path(folder or Path(__file__).resolve().parent.parent / "results") / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def build_parser():
+    """The argparse parser of `python -m lstm_lab bench`."""
+    parser = argparse.ArgumentParser(prog="python -m lstm_lab bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None, help="write results and provenance to this file")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["ptb-small", "fastrnns"])
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per size set (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per rung first (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for every rung (default off)")
+    return parser
+
+
+def main(argv=None):
+    """Run the benchmark, print a table, and write --json if given.  Returns 0."""
+    from lstm_lab.runtime import pick_device
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.repeats < 1 or args.warmup < 1 or args.threads < 1:
+        raise SystemExit("error: --repeats, --warmup and --threads must be positive")
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        set_tf32(args.tf32)
+    results = run_bench(args.sizes, device, args.repeats, args.warmup, compiled=not args.no_compile)
+    record = {"provenance": bench_provenance(argv, device, args.tf32), "results": results}
+    for row in results_table(results):
+        print(f"{row['sizes']:>10}  {row['rung']:>9}  {row['median ms']:9.2f} ms  {row['x nn.LSTM']:6.2f}x"
+              f"  (first call {row['first call s']:.2f} s)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

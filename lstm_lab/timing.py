@@ -1,0 +1,132 @@
+"""Timing PyTorch code fairly, and the small speed questions chapter 3 answers with it.
+
+Three rules every function here follows:
+    synchronise   on a GPU the launch returns before the kernel ends: `torch.cuda.synchronize()` around
+                  the timed region, or you time the launch and not the work
+    warm up       the first call pays for allocation, library initialisation, compilation
+    interleave    on a shared machine the load changes from second to second: time the candidates in
+                  turn, round after round, and compare medians, never one long run of A and then of B
+"""
+import collections
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+def synchronize(device):
+    """Wait for every queued kernel on `device` to finish (a no-op on CPU).  Chapter 3."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device):
+    """Seconds one call of fn() takes, synchronised before and after.  Chapter 3."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_times(candidates, device, repeats=10, warmup=2):
+    """Time several zero-argument callables round-robin: each round calls every candidate once.
+
+    candidates: {name: fn}.  `warmup` untimed rounds come first.  The starting candidate rotates from
+    round to round, so no candidate always goes first.  Returns {name: [seconds per round]}.
+    Chapter 3."""
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    synchronize(device)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(time_call(candidates[name], device))
+    return times
+
+
+def summarize(times, reference=None):
+    """Median and quartiles (milliseconds) of each candidate, and its ratio to `reference`'s median.
+
+    times: {name: [seconds]}.  Returns {name: {"median_ms", "q1_ms", "q3_ms", "ratio"}}.  Chapter 3."""
+    out = {}
+    for name, ts in times.items():
+        q1, median, q3 = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else ts * 3
+        out[name] = {"median_ms": 1e3 * median, "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3}
+    if reference is not None:
+        for row in out.values():
+            row["ratio"] = row["median_ms"] / out[reference]["median_ms"]
+    return out
+
+
+def matmul_operators(batch_size, in_features, out_features, device, repeats=200):
+    """`a @ W.t()`, `torch.matmul(a, W.t())`, `F.linear(a, W)` and `nn.Linear` on the same numbers.
+
+    Returns {name: {"median_ms", ...}} from `summarize`, timed interleaved; all four run one GEMM.
+    Chapter 3."""
+    a = torch.randn(batch_size, in_features, device=device)
+    W = torch.randn(out_features, in_features, device=device)
+    linear = torch.nn.Linear(in_features, out_features, bias=False).to(device)
+    with torch.no_grad():
+        linear.weight.copy_(W)
+    candidates = {"a @ W.t()": lambda: a @ W.t(), "torch.matmul(a, W.t())": lambda: torch.matmul(a, W.t()),
+                  "F.linear(a, W)": lambda: F.linear(a, W), "nn.Linear": lambda: linear(a)}
+    with torch.no_grad():
+        times = interleaved_times(candidates, device, repeats, warmup=5)
+    return summarize(times, reference="torch.matmul(a, W.t())")
+
+
+def thread_times(fn, thread_counts=(1, 2), repeats=10, warmup=2):
+    """Median seconds of fn() on CPU with each number of intra-op threads, interleaved round by round.
+
+    Restores the thread count it found.  Returns {threads: {"median_ms", ...}}.  Chapter 3."""
+    before = torch.get_num_threads()
+    times = {n: [] for n in thread_counts}
+    try:
+        for r in range(warmup + repeats):
+            for n in thread_counts:
+                torch.set_num_threads(n)
+                seconds = time_call(fn, "cpu")
+                if r >= warmup:
+                    times[n].append(seconds)
+    finally:
+        torch.set_num_threads(before)
+    return summarize(times)
+
+
+class _KernelCounter(TorchDispatchMode):
+    """Counts the aten operators that reach a kernel, skipping views (they move no data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket is not torch.ops.aten.detach:
+            self.counts[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_kernels(fn):
+    """Run fn() and count the aten operators it dispatches, forward and backward, views left out.
+
+    On a GPU each one is (at least) one kernel launch.  Returns a Counter {op name: calls}.  Chapter 3."""
+    with _KernelCounter() as counter:
+        fn()
+    return counter.counts
+
+
+def indexing_backward_times(seq_len, batch_size, features, device, repeats=10):
+    """Backward through reading a (T, B, F) tensor step by step: `x[t]` in a loop vs `for x_t in x`.
+
+    Each `x[t]` has its own backward, which builds a zero gradient of the full (T, B, F) shape and
+    copies one step into it, so reading all T steps costs O(T^2 B F); iterating splits the tensor once
+    (`unbind`) and its backward stacks the T gradients.  Returns `summarize` rows.  Chapter 3."""
+    x = torch.randn(seq_len, batch_size, features, device=device, requires_grad=True)
+    candidates = {"x[t] for t in range(T)": lambda: sum(x[t].sum() for t in range(seq_len)).backward(),
+                  "for x_t in x": lambda: sum(x_t.sum() for x_t in x).backward()}
+    return summarize(interleaved_times(candidates, device, repeats, warmup=2), reference="for x_t in x")

@@ -1,0 +1,109 @@
+"""Every rung of the speed ladder is nn.LSTM: outputs, final state and every gradient (chapter 3)."""
+import pytest
+import torch
+
+from lstm_lab.ladder import (LSTMFunction, assert_same_as_nn_lstm, bptt_layer, compare_with_nn_lstm, compiled_layer,
+                             count_compilations, ladder, lstm_weights, make_problem, rung)
+from lstm_lab.lstm import LSTM, lstm_layer
+
+SIZES = [  # seq_len 1, batch 1, one to three layers, input_size != hidden_size
+    {"seq_len": 1, "batch_size": 1, "input_size": 3, "hidden_size": 4, "num_layers": 1},
+    {"seq_len": 1, "batch_size": 2, "input_size": 2, "hidden_size": 3, "num_layers": 2},
+    {"seq_len": 5, "batch_size": 1, "input_size": 4, "hidden_size": 6, "num_layers": 2},
+    {"seq_len": 6, "batch_size": 3, "input_size": 5, "hidden_size": 4, "num_layers": 3},
+]
+FLOAT32_SIZE = {"seq_len": 7, "batch_size": 4, "input_size": 8, "hidden_size": 16, "num_layers": 2}
+EAGER_RUNGS = list(ladder(compiled=False))
+
+
+@pytest.mark.parametrize("name", EAGER_RUNGS)
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{seq_len}B{batch_size}I{input_size}H{hidden_size}L{num_layers}"
+                         .format(**s))
+def test_rung_equals_nn_lstm_float64(name, size):
+    differences = assert_same_as_nn_lstm(ladder(compiled=False)[name], size, tolerance=1e-10)
+    assert len(differences) == 6 + 4 * size["num_layers"]  # output, h_n, c_n, dx, dh0, dc0, 4 per layer
+
+
+@pytest.mark.parametrize("name", EAGER_RUNGS)
+def test_rung_equals_nn_lstm_float32(name):
+    assert_same_as_nn_lstm(ladder(compiled=False)[name], FLOAT32_SIZE, tolerance=1e-4, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("size", SIZES[:3], ids=str)
+def test_compiled_rung_traces_to_the_same_function(size):
+    """aot_eager: dynamo traces and AOTAutograd builds the backward graph, without C++ code generation."""
+    assert_same_as_nn_lstm(rung(compiled_layer("aot_eager")), size, tolerance=1e-10)
+
+
+def test_compiled_rung_with_inductor_equals_nn_lstm():
+    """The real compiler (C++ code generation on CPU): one small size, since compiling takes seconds."""
+    size = {"seq_len": 3, "batch_size": 2, "input_size": 4, "hidden_size": 5, "num_layers": 2}
+    assert_same_as_nn_lstm(ladder()["compiled"], size, tolerance=1e-4, dtype=torch.float32)
+
+
+def test_comparison_agrees_with_a_direct_autograd_check():
+    """The checker itself, against a hand-made comparison: hoisted layer vs the nn.LSTM module."""
+    problem = make_problem(SIZES[2], dtype=torch.float64)
+    lstm, x = problem["lstm"], problem["x"]
+    ours = rung(lstm_layer)(x, problem["h0"], problem["c0"], lstm_weights(lstm))[0]
+    theirs = lstm(x, (problem["h0"], problem["c0"]))[0]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    ours_grad = torch.autograd.grad(ours.square().sum(), lstm.weight_hh_l1)[0]
+    theirs_grad = torch.autograd.grad(theirs.square().sum(), lstm.weight_hh_l1)[0]
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=1e-12)
+
+
+def test_a_wrong_gradient_fails_the_check():
+    def broken(x, h0, c0, weights):
+        out, (h, c) = rung(lstm_layer)(x, h0, c0, weights)
+        return out, (h, c.detach())  # cuts the gradient path from c_n
+
+    with pytest.raises(AssertionError, match="not the same function as nn.LSTM"):
+        assert_same_as_nn_lstm(broken, SIZES[2])
+
+
+def test_hand_written_backward_passes_gradcheck():
+    T, B, I, H = 4, 2, 3, 5
+    torch.manual_seed(1)
+    inputs = [torch.randn(*s, dtype=torch.float64, requires_grad=True)
+              for s in [(T, B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]]
+    assert torch.autograd.gradcheck(LSTMFunction.apply, inputs)
+
+
+def test_bptt_layer_skips_the_input_gradient_when_not_needed():
+    problem = make_problem(SIZES[2], dtype=torch.float64)
+    x, h0, c0 = problem["x"].detach(), problem["h0"][0], problem["c0"][0]
+    weights = lstm_weights(problem["lstm"])[0]
+    ours = torch.autograd.grad(bptt_layer(x, h0, c0, *weights)[0].sum(), weights)
+    theirs = torch.autograd.grad(lstm_layer(x, h0, c0, *weights)[0].sum(), weights)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_compare_reports_every_quantity():
+    differences = compare_with_nn_lstm(ladder(compiled=False)["bptt"], SIZES[1])
+    assert list(differences)[:6] == ["output", "h_n", "c_n", "d x", "d h0", "d c0"]
+    assert "d weight_hh_l1" in differences and max(differences.values()) < 1e-10
+
+
+def test_lstm_weights_are_the_modules_own_parameters():
+    lab = LSTM(3, 4, num_layers=2)
+    weights = lstm_weights(lab)
+    assert len(weights) == 2 and all(len(w) == 4 for w in weights)
+    assert weights[1][0] is lab.weight_ih_l1
+
+
+@pytest.mark.parametrize("kwargs", [{"bidirectional": True}, {"bias": False}, {"proj_size": 2}])
+def test_lstm_weights_rejects_other_lstms(kwargs):
+    with pytest.raises(ValueError, match="unidirectional LSTM with biases"):
+        lstm_weights(torch.nn.LSTM(3, 4, **kwargs))
+
+
+def test_every_new_seq_len_compiles_again():
+    counts = count_compilations(lstm_layer, [3, 3, 4, 5, 3])
+    assert counts == [(3, 1), (3, 1), (4, 2), (5, 3), (3, 3)]
+
+
+def test_ladder_order_ends_with_nn_lstm():
+    assert list(ladder()) == ["naive", "fused", "hoisted", "bptt", "compiled", "aten", "nn.LSTM"]
+    assert "compiled" not in ladder(compiled=False)
