@@ -1,11 +1,28 @@
 """LSTM Lab: the LSTM from its gate equations to a trained language model.
 
-The package behind the LSTM Lab book.  Each module holds one concept:
+The package behind the LSTM Lab book.  Each module holds one concept (the chapter that introduces it):
 
-    cells       LSTMCell (drop-in for nn.LSTMCell) and the two teaching notations
-    lstm        LSTM (drop-in for unidirectional nn.LSTM), input projection hoisted
-    numpy_lstm  a numpy LSTM with a hand-written backward pass and a gradient checker
+    cells       LSTMCell (drop-in for nn.LSTMCell) and the two teaching notations          (1)
+    lstm        LSTM (drop-in for unidirectional nn.LSTM), input projection hoisted         (1)
+    widgets     the gate explorer: what the cell state remembers                            (1)
+    numpy_lstm  a numpy LSTM with a hand-written backward pass and a gradient checker       (2)
+    gradflow    gradient norms through time: tanh RNN vs LSTM, forget-gate bias             (2)
+    ladder      seven LSTMs of increasing speed, each the same function as nn.LSTM          (3)
+    timing      fair timing (warm-up, synchronisation, interleaving) and small speed checks  (3)
+    bench       the speed-ladder benchmark and its command line                              (3)
+    clinic      the autograd errors reproduced, explained and fixed                          (4)
+    manifest    pinned data files: paths, sizes, sha256, upstream URLs                       (6)
+    data        finding, downloading and checking the corpora                                (6)
+    corpus      vocabularies, batchify into streams, truncated-BPTT windows                  (6)
+    config      model and training configurations, Zaremba's presets                         (6)
+    model       LanguageModel: embedding, LSTM, decoder, dropout, weight tying               (6)
+    train       truncated BPTT training, evaluation, perplexity                              (6)
+    checkpoint  checkpoints as dicts plus config.json, resumable                             (6)
+    generate    sampling with temperature, top-k and a prompt                                (6)
+    cli         python -m lstm_lab train | evaluate | generate | bench                       (6)
+    plots       the matplotlib figures the chapters draw
     runtime     device choice and seeding
+    show        showing the package's own source and tables in a chapter
 """
 from lstm_lab.cells import LSTMCell, GateLSTMCell, ConcatLSTMCell, fused_to_concat, concat_to_fused
 from lstm_lab.lstm import LSTM, lstm_layer
