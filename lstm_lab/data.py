@@ -1,0 +1,178 @@
+"""Finding, downloading and checking the corpora: a registry of pinned files and a careful downloader.
+
+A file is looked for, in this order, in
+    1. the folder named by the environment variable $LSTM_LAB_DATA,
+    2. the repository's own `data/` folder (./data when lstm_lab is pip-installed, as on Colab),
+and only then downloaded (with a progress bar) into `data/`.  Every file is checked against its pinned sha256;
+a download goes to a temporary file that is renamed into place only once its hash is right, so a failed or
+corrupt download never leaves a half-written file behind.  Introduced in chapter 6.
+"""
+import hashlib
+import json
+import os
+import re
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lstm_lab.config import check_choice
+from lstm_lab.manifest import FILES, tang_raw_specs
+
+# corpus name -> {split: path under a data folder}
+CORPORA = {
+    "ptb": {"train": "ptb/train.txt", "valid": "ptb/valid.txt", "test": "ptb/test.txt"},
+    "wikitext-2": {"train": "wikitext-2/train.txt", "valid": "wikitext-2/valid.txt", "test": "wikitext-2/test.txt"},
+    "tang": {"text": "tang/poems.txt"},
+    "tinyshakespeare": {"text": "tinyshakespeare/input.txt"},
+}
+TANG_TARBALL = "tang/raw/poet.tang.json.tar.gz"  # the 58 raw JSON files packed together (shared folder only)
+
+
+class ChecksumError(RuntimeError):
+    """A data file's sha256 is not the pinned one."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data file is nowhere to be found and may not be downloaded."""
+
+
+def default_data_dir():
+    """The repository's data/ folder when lstm_lab runs from a checkout, else ./data (pip-installed, e.g. Colab)."""
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "data" if (repo / "pyproject.toml").is_file() else Path.cwd() / "data"
+
+
+def data_dirs(data_dir=None, repo_data=None):
+    """The folders searched for data, in order: `data_dir` (default $LSTM_LAB_DATA) then the repo's data/.
+
+    Downloads go to the last one."""
+    first = data_dir if data_dir is not None else os.environ.get("LSTM_LAB_DATA")
+    return [Path(d) for d in (first, repo_data or default_data_dir()) if d]
+
+
+def sha256_of(path, chunk_size=1 << 20):
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def how_to_place(spec, dest):
+    """The sentence every data error ends with: where the file must go and how to get it by hand."""
+    source = f"download it from {spec.url}" if spec.url else "build it from the raw files (lstm_lab.data.fetch)"
+    return (f"To place it by hand, {source} and save it as {dest}, or point $LSTM_LAB_DATA "
+            f"at a folder that holds {spec.path} (sha256 {spec.sha256}).")
+
+
+def check_file(path, spec, dest=None):
+    """Raise ChecksumError (naming the file, both hashes and the fix) unless `path` has the pinned sha256."""
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise ChecksumError(f"{dest or path} is corrupt or the wrong version: sha256 {actual}, expected "
+                            f"{spec.sha256}. " + how_to_place(spec, dest or path))
+    return Path(path)
+
+
+def write_atomically(dest, write, spec=None):
+    """Call write(file) on a temporary file beside `dest`, check its hash against `spec`, then rename it in.
+
+    On any error the temporary file is removed, so `dest` is either complete and checked, or absent."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        if spec is not None:
+            check_file(tmp, spec, dest)
+        os.replace(tmp, dest)  # atomic on POSIX and Windows: readers see the old state or the new file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def download(url, dest, spec=None, progress=True, timeout=60):
+    """Download `url` to `dest` atomically, with a progress bar, checked against `spec` if given."""
+    def write(f):
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=Path(dest).name, disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    try:
+        return write_atomically(dest, write, spec)
+    except OSError as error:  # URLError and HTTPError are OSErrors
+        fix = how_to_place(spec, dest) if spec else ""
+        raise DataNotFoundError(f"could not download {url} to {dest}: {error}. {fix}") from error
+
+
+def find_file(spec, dirs, download_dir=None, allow_download=True, progress=True):
+    """Path of a checked copy of `spec`: the first one found in `dirs`, else a fresh download into `download_dir`.
+
+    A file that is present but has the wrong hash raises ChecksumError rather than being silently replaced."""
+    for folder in dirs:
+        path = Path(folder) / spec.path
+        if path.is_file():
+            return check_file(path, spec)
+    download_dir = Path(download_dir or dirs[-1])
+    if not allow_download or spec.url is None:
+        searched = ", ".join(str(Path(d) / spec.path) for d in dirs)
+        raise DataNotFoundError(f"{spec.path} not found (looked in {searched}) and downloading is "
+                                f"{'off' if not allow_download else 'impossible for a derived file'}. "
+                                + how_to_place(spec, download_dir / spec.path))
+    return download(spec.url, download_dir / spec.path, spec, progress)
+
+
+def fetch(name, data_dir=None, allow_download=True, progress=True):
+    """{split: Path} of a registered corpus, each file found or downloaded and checked.
+
+    name: one of CORPORA ("ptb", "wikitext-2", "tang", "tinyshakespeare").  Introduced in chapter 6."""
+    check_choice("corpus", name, tuple(CORPORA))
+    dirs = data_dirs(data_dir)
+    download_dir = dirs[-1]
+    paths = {}
+    for split, rel in CORPORA[name].items():
+        spec = FILES[rel]
+        if name == "tang" and not any((Path(d) / rel).is_file() for d in dirs):
+            paths[split] = build_tang_poems(dirs, download_dir, spec, allow_download, progress)
+        else:
+            paths[split] = find_file(spec, dirs, download_dir, allow_download, progress)
+    return paths
+
+
+def tang_line(record):
+    """One poem as one line: its paragraphs joined, all whitespace removed (tang/SOURCE.md "Derivation")."""
+    return re.sub(r"\s+", "", "".join(p.strip() for p in record["paragraphs"]))
+
+
+def derive_tang_poems(json_texts):
+    """Poem lines from the raw JSON files' texts, in the order given; empty poems are dropped."""
+    lines = (tang_line(record) for text in json_texts for record in json.loads(text))
+    return [line for line in lines if line]
+
+
+def tang_raw_texts(dirs, download_dir, allow_download=True, progress=True):
+    """The 58 raw JSON texts in derivation order: from a checked tarball if a data folder has one, else files."""
+    specs = tang_raw_specs()
+    for folder in dirs:
+        tarball = Path(folder) / TANG_TARBALL
+        if tarball.is_file():
+            check_file(tarball, FILES[TANG_TARBALL])
+            with tarfile.open(tarball, "r:gz") as tar:
+                return [tar.extractfile(Path(spec.path).name).read().decode("utf-8") for spec in specs]
+    return [find_file(spec, dirs, download_dir, allow_download, progress).read_text("utf-8") for spec in specs]
+
+
+def build_tang_poems(dirs, download_dir, spec, allow_download=True, progress=True):
+    """Derive tang/poems.txt from the raw JSON into `download_dir`, atomically, and check its sha256."""
+    lines = derive_tang_poems(tang_raw_texts(dirs, download_dir, allow_download, progress))
+    payload = "".join(line + "\n" for line in lines).encode("utf-8")
+    return write_atomically(Path(download_dir) / spec.path, lambda f: f.write(payload), spec)
+

@@ -1,0 +1,44 @@
+"""Sampling text from a trained `LanguageModel`: temperature, top-k, and a prompt.
+
+Introduced in chapter 6.
+"""
+import torch
+
+
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    """Draw one token id from logits (V,).
+
+    temperature < 1 sharpens the distribution (towards the most likely token), > 1 flattens it;
+    top_k keeps only the k most likely tokens before sampling.  Introduced in chapter 6."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = logits.float() / temperature  # (V,)
+    if top_k is not None:
+        if not 1 <= top_k <= logits.numel():
+            raise ValueError(f"top_k must be between 1 and the vocabulary size {logits.numel()}, got {top_k}")
+        kth_best = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))  # drop everything below the k-th
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(model, vocab, prompt, steps, temperature=1.0, top_k=None, generator=None, stop=None):
+    """Continue `prompt` (a list of tokens) by `steps` sampled tokens; returns only the new tokens.
+
+    The prompt is read in one pass to set the state; then each sampled token is fed back in.
+    `stop`: a token (e.g. "<eos>") that ends generation early.  Introduced in chapter 6."""
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token (e.g. ['<eos>'] to start a sentence)")
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = vocab.encode(prompt).to(device).unsqueeze(1)  # (T, 1)
+    logits, state = model(tokens)  # read the prompt
+    new = []
+    for _ in range(steps):
+        token = sample_next(logits[-1, 0], temperature, top_k, generator)
+        new.append(vocab.itos[token])
+        if new[-1] == stop:
+            break
+        logits, state = model(torch.tensor([[token]], device=device), state)  # (1, 1, V)
+    return new

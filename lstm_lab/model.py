@@ -1,0 +1,67 @@
+"""`LanguageModel`: embedding -> stacked LSTM -> decoder, with Zaremba's dropout and optional weight tying.
+
+Introduced in chapter 6.
+"""
+from torch import nn
+
+from lstm_lab.lstm import LSTM
+
+
+def make_rnn(config):
+    """The recurrent core a ModelConfig asks for: lstm_lab.LSTM ("lab") or torch.nn.LSTM ("torch").
+
+    Both take (T, B, embed_size) and a state ((L, B, H), (L, B, H)), and apply dropout between layers."""
+    rnn_class = {"lab": LSTM, "torch": nn.LSTM}[config.rnn]
+    dropout = config.dropout if config.num_layers > 1 else 0.0  # no between-layer dropout with one layer
+    return rnn_class(config.embed_size, config.hidden_size, config.num_layers, dropout=dropout)
+
+
+class LanguageModel(nn.Module):
+    """Predicts the next token at every position.
+
+    forward(tokens, state=None) -> logits, state
+        tokens  (T, B) LongTensor of ids
+        state   (h, c), each (num_layers, B, hidden_size); zeros if None
+        logits  (T, B, vocab_size), unnormalised log-probabilities of the next token
+    Dropout (Zaremba et al. 2014) is on the non-recurrent connections only: the embedding output, between
+    LSTM layers, and the top layer's output; never on the recurrent h -> h path.  Introduced in chapter 6.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
+        self.rnn = make_rnn(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight  # one (V, H) matrix reads words in and writes them out
+        init_uniform_all_(self, config.init_range)
+
+    def forward(self, tokens, state=None):
+        x = self.drop(self.embedding(tokens))  # (T, B, E)
+        output, state = self.rnn(x, state)  # (T, B, H); dropout between layers happens inside the LSTM
+        logits = self.decoder(self.drop(output))  # (T, B, V)
+        return logits, state
+
+    def init_state(self, batch_size):
+        """Zero state ((L, B, H), (L, B, H)) on the model's device and dtype."""
+        weight = self.decoder.weight
+        zeros = weight.new_zeros(self.config.num_layers, batch_size, self.config.hidden_size)
+        return zeros, zeros.clone()
+
+
+def init_uniform_all_(model, init_range):
+    """Every parameter, biases included, from U(-init_range, init_range): Zaremba's init (forget bias 0)."""
+    for p in model.parameters():
+        nn.init.uniform_(p, -init_range, init_range)
+
+
+def detach_state(state):
+    """The same state values cut from the graph of the previous window (truncated BPTT)."""
+    return tuple(s.detach() for s in state)
+
+
+def count_parameters(model):
+    """Number of distinct trainable scalars (a tied matrix counts once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,171 @@
+"""Training a `LanguageModel`: stateful truncated BPTT, Zaremba's loss and learning-rate schedule, perplexity.
+
+Introduced in chapter 6.
+"""
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lstm_lab.corpus import batchify, bptt_windows, num_windows
+from lstm_lab.model import detach_state
+
+
+def lm_loss(logits, targets, sum_over_time=True):
+    """(loss to backpropagate, summed NLL) of next-token predictions.
+
+    logits (T, B, V), targets (T, B).  The summed NLL is -sum log p(target) over all T*B positions.
+    sum_over_time=True gives Zaremba's training loss: summed over the T steps, averaged over the B streams
+    (= T x PyTorch's default mean over T*B, so at lr 1 the gradients are T times larger than with the mean).
+    Introduced in chapter 6."""
+    T, B, V = logits.shape
+    nll_sum = F.cross_entropy(logits.reshape(T * B, V), targets.reshape(T * B), reduction="sum")
+    loss = nll_sum / B if sum_over_time else nll_sum / (T * B)
+    return loss, nll_sum
+
+
+def perplexity(total_nll, num_tokens):
+    """exp(total NLL / tokens): computed from the summed log-loss, never by multiplying probabilities."""
+    return math.exp(total_nll / num_tokens)
+
+
+def zaremba_lr(epoch, lr, decay_after, lr_decay):
+    """Learning rate of epoch `epoch` (1-based): lr for the first `decay_after` epochs, then x lr_decay per epoch."""
+    return lr * lr_decay ** max(epoch - decay_after, 0)
+
+
+def next_lr(config, epoch, lr, improved):
+    """The learning rate for epoch `epoch` + 1 after finishing `epoch` at rate `lr`.
+
+    "zaremba": the fixed decay; "plateau": x lr_decay when the validation loss did not improve; "constant"."""
+    if config.schedule == "zaremba":
+        return zaremba_lr(epoch + 1, config.lr, config.decay_after, config.lr_decay)
+    if config.schedule == "plateau" and not improved:
+        return lr * config.lr_decay
+    return lr
+
+
+def train_epoch(model, source, optimizer, config, device=None, progress=True, desc="train"):
+    """One pass of stateful truncated BPTT over a batchified source (S, B).
+
+    The state flows from each window into the next (the streams are continuous text) but is detached first,
+    so gradients stop at the window's start and the graph never grows beyond seq_len steps.
+    Returns {"nll": summed NLL, "tokens": count, "seconds": wall time}.  Introduced in chapter 6."""
+    model.train()
+    device = device or next(model.parameters()).device
+    state = model.init_state(source.shape[1])
+    total_nll, tokens, start = torch.zeros((), device=device), 0, time.perf_counter()
+    steps = num_windows(source, config.seq_len)
+    steps = min(steps, config.max_batches) if config.max_batches else steps
+    bar = make_bar(steps, desc, progress)
+    for _, (inputs, targets) in zip(range(steps), bptt_windows(source, config.seq_len)):
+        state = detach_state(state)  # keep the values, forget the previous window's graph
+        logits, state = model(inputs.to(device), state)  # (T, B, V)
+        loss, nll_sum = lm_loss(logits, targets.to(device), config.sum_over_time)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimizer.step()
+        total_nll += nll_sum.detach()
+        tokens += targets.numel()
+        bar.update(1)
+        if progress and bar.n % 50 == 0:
+            bar.set_postfix(ppl=f"{perplexity(total_nll.item(), tokens):.1f}", refresh=False)
+    bar.close()
+    return {"nll": total_nll.item(), "tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def evaluate(model, tokens, batch_size=1, seq_len=100, device=None, progress=False, desc="eval"):
+    """Perplexity of a 1-D token sequence, read as `batch_size` streams with the state carried throughout.
+
+    With batch_size=1 every token but the first is predicted with the whole text before it as context (the
+    window length only sets how often the state is detached: it does not change the result).
+    Returns {"nll": mean NLL per token, "ppl": perplexity, "tokens": count}.  Introduced in chapter 6."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    source = batchify(tokens, batch_size)
+    if source.shape[0] < 2:
+        raise ValueError(f"evaluating {tokens.numel()} tokens as {batch_size} streams leaves nothing to predict: "
+                         "use a smaller batch_size")
+    state = model.init_state(batch_size)
+    total_nll, count = torch.zeros((), device=device), 0
+    bar = make_bar(num_windows(source, seq_len), desc, progress)
+    for inputs, targets in bptt_windows(source, seq_len):
+        logits, state = model(inputs.to(device), state)
+        total_nll += lm_loss(logits, targets.to(device))[1]
+        count += targets.numel()
+        bar.update(1)
+    bar.close()
+    total = total_nll.item()
+    return {"nll": total / count, "ppl": perplexity(total, count), "tokens": count}
+
+
+def graph_size(loss):
+    """Number of autograd nodes behind `loss`: how much graph backward() would walk (and memory it holds).
+
+    Introduced in chapter 6 to show that detaching the state keeps this constant from window to window."""
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)  # the nodes this one feeds gradient to
+    return len(seen)
+
+
+def make_bar(total, desc, progress):
+    """A tqdm bar that works in notebooks and terminals; rare updates when writing to a log file."""
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False, mininterval=0.5 if interactive else 60)
+
+
+def new_run_state(config):
+    """Where a run stands before its first epoch: {"epoch", "lr", "best_valid_nll", "bad_epochs", "history"}."""
+    return {"epoch": 0, "lr": config.lr, "best_valid_nll": math.inf, "bad_epochs": 0, "history": []}
+
+
+def train(model, data, config, device=None, run_state=None, optimizer=None, on_epoch=None, progress=True):
+    """Train `model` on data["train"] for config.epochs epochs, validating on data["valid"] after each.
+
+    data: {"train": (N,), "valid": (M,)} 1-D LongTensors of token ids.  run_state: from `new_run_state`, or from
+    a checkpoint to resume.  on_epoch(model, optimizer, run_state) is called after every epoch (checkpointing).
+    Early stopping: after `config.patience` epochs without a better validation loss (0 = never).
+    Returns the history: one dict per epoch (lr, train/valid NLL and perplexity, seconds, tokens per second).
+    Introduced in chapter 6."""
+    device = device or next(model.parameters()).device
+    run_state = run_state or new_run_state(config)
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=run_state["lr"])
+    source = batchify(data["train"], config.batch_size)
+    for epoch in range(run_state["epoch"] + 1, config.epochs + 1):
+        if config.patience and run_state["bad_epochs"] >= config.patience:
+            break  # early stopping
+        record = run_epoch(model, source, data["valid"], optimizer, config, run_state, device, progress)
+        run_state["history"].append(record)
+        if on_epoch is not None:
+            on_epoch(model, optimizer, run_state)
+    return run_state["history"]
+
+
+def run_epoch(model, source, valid, optimizer, config, run_state, device, progress):
+    """Train one epoch at run_state["lr"], validate, and advance run_state; returns the epoch's record."""
+    epoch, lr = run_state["epoch"] + 1, run_state["lr"]
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    stats = train_epoch(model, source, optimizer, config, device, progress, desc=f"epoch {epoch}")
+    valid_start = time.perf_counter()
+    val = evaluate(model, valid, config.eval_batch_size, config.seq_len, device)
+    valid_seconds = time.perf_counter() - valid_start
+    improved = val["nll"] < run_state["best_valid_nll"]
+    run_state.update(epoch=epoch, lr=next_lr(config, epoch, lr, improved),
+                     best_valid_nll=min(val["nll"], run_state["best_valid_nll"]),
+                     bad_epochs=0 if improved else run_state["bad_epochs"] + 1)
+    return {"epoch": epoch, "lr": lr, "train_nll": stats["nll"] / stats["tokens"],
+            "train_ppl": perplexity(stats["nll"], stats["tokens"]), "valid_nll": val["nll"], "valid_ppl": val["ppl"],
+            "improved": improved, "train_seconds": stats["seconds"], "valid_seconds": valid_seconds,
+            "train_tokens": stats["tokens"], "tokens_per_second": stats["tokens"] / stats["seconds"]}

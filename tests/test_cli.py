@@ -1,0 +1,112 @@
+"""`python -m lstm_lab`: choices are checked, and train -> evaluate -> generate works end to end."""
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm_lab.cli import main
+
+SHARED = os.environ.get("LSTM_LAB_DATA")
+needs_data = pytest.mark.skipif(not (SHARED and (Path(SHARED) / "ptb" / "train.txt").is_file()),
+                                reason="set $LSTM_LAB_DATA to the folder holding the corpora")
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The CLI sets torch's thread count; put it back for the other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("argv, choices", [
+    (["train", "--preset", "zaremba-huge", "--out", "x"], "'zaremba-small', 'zaremba-medium', 'zaremba-large', 'smoke'"),
+    (["train", "--preset", "smoke", "--rnn", "cudnn", "--out", "x"], "'lab', 'torch'"),
+    (["evaluate", "--out", "x", "--split", "dev"], "'train', 'valid', 'test'"),
+    (["evaluate", "--out", "x", "--weights", "first"], "'last', 'best'"),
+    (["generate", "--out", "x", "--temperature", "0"], "must be positive"),
+    (["train", "--preset", "smoke", "--out", "x", "--max-batches", "-3"], "must be 0 or more"),
+    (["fly"], "train,evaluate,generate,bench"),
+])
+def test_bad_names_and_values_are_rejected_with_the_choices(argv, choices, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert choices in capsys.readouterr().err
+
+
+def test_bench_forwards_its_arguments(monkeypatch):
+    seen = []
+    fake = types.ModuleType("lstm_lab.bench")
+    fake.main = lambda argv=None: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "lstm_lab.bench", fake)
+    monkeypatch.setattr("lstm_lab.bench", fake, raising=False)
+    assert main(["bench", "--quick", "--out", "x.json"]) == 0
+    assert seen == [["--quick", "--out", "x.json"]]
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="holds no checkpoint.pt"):
+        main(["generate", "--out", str(tmp_path / "nothing")])
+
+
+@needs_data
+def test_train_evaluate_generate_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "smoke", "--epochs", "1", "--out", str(out), "--no-progress",
+            "--results", str(tmp_path / "results" / "smoke.json")]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "best.pt", "config.json", "vocab.json", "results.json"}
+    results = json.loads((tmp_path / "results" / "smoke.json").read_text())
+    assert results["complete"] and results["epochs"] == 1 and len(results["valid_ppl"]) == 1
+    for key in ("preset", "rnn", "test_ppl", "wall_seconds", "tokens_per_second", "device", "torch_version",
+                "commit", "command", "date", "threads", "cpu"):
+        assert key in results, key
+    assert results["test_ppl"] < 10_000  # learned something: uniform guessing over 10,000 words gives 10,000
+
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main(args)
+    check_resume_state(out)
+
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(out), "--split", "test", "--batch-size", "64"]) == 0
+    assert f"test perplexity {results['test_ppl']:.2f}" in capsys.readouterr().out  # same model, same streams
+    assert main(["generate", "--out", str(out), "--prompt", "the company", "--steps", "5", "--top-k", "10",
+                 "--weights", "best"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[:2] == ["the", "company"] and len(words) == 7
+    with pytest.raises(SystemExit, match="not in the vocabulary"):
+        main(["generate", "--out", str(out), "--prompt", "qwertyuiop"])
+
+
+def check_resume_state(out):
+    """What `train --resume` loads: the saved weights and run state, and only for the same configuration."""
+    from dataclasses import replace
+    from lstm_lab.checkpoint import checkpoint_configs, load_checkpoint
+    from lstm_lab.cli import resume_from
+    from lstm_lab.model import LanguageModel
+    model_config, train_config = checkpoint_configs(load_checkpoint(out / "checkpoint.pt"))
+    torch.manual_seed(1)
+    model = LanguageModel(model_config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    run_state = resume_from(out, model, optimizer, model_config, train_config, torch.device("cpu"))
+    saved = load_checkpoint(out / "checkpoint.pt")["state_dict"]
+    assert run_state["epoch"] == 1 and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    with pytest.raises(SystemExit, match="another configuration"):
+        resume_from(out, model, optimizer, model_config, replace(train_config, lr=0.5), torch.device("cpu"))
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="holds no checkpoint.pt"):
+        main(["train", "--preset", "smoke", "--out", str(tmp_path), "--resume"])
+
+
+def test_module_entry_point_prints_help():
+    result = subprocess.run([sys.executable, "-m", "lstm_lab", "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0 and "train" in result.stdout and "generate" in result.stdout
