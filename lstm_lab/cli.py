@@ -129,13 +129,15 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
-def provenance(argv, device):
-    """Where, when and how a result was produced: device, versions, commit, command, date, CPU and threads."""
+def provenance(argv, device, code=None):
+    """Where, when and how a result was produced: device, versions, commit, command, date, CPU and threads.
+
+    code: (commit, uncommitted changes) of the code that ran, as read when it was loaded (default: now)."""
     import datetime
     import os
     import platform
     import torch
-    commit, dirty = git_commit(Path(__file__).resolve().parent.parent)
+    commit, dirty = code or git_commit(Path(__file__).resolve().parent.parent)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"device": f"{device} ({name})", "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch_version": torch.__version__,
@@ -164,22 +166,22 @@ class RunRecorder:
     The results JSON carries the provenance of the latest session on top and a list of every session (a run
     resumed across machines or days keeps the command, commit and date of each part)."""
 
-    def __init__(self, args, argv, device, model_config, train_config, parameters):
+    def __init__(self, args, argv, device, model_config, train_config, parameters, start_epoch=1):
         self.args, self.argv, self.device = args, argv, device
         self.model_config, self.train_config, self.parameters = model_config, train_config, parameters
         self.out = Path(args.out)
         self.paths = [self.out / "results.json"] + ([Path(args.results)] if args.results else [])
         previous = json.loads(self.paths[0].read_text()) if args.resume and self.paths[0].exists() else {}
         self.sessions = previous.get("sessions", [])
-        self.started = provenance(argv, device)["date"]
-        self.start_epoch = None  # the first epoch this session trains, set by the first write
+        start = provenance(argv, device)
+        self.started, self.code = start["date"], (start["commit"], start["uncommitted_changes"])  # code loaded now
+        self.start_epoch = start_epoch  # the first epoch this session trains (> epochs: it only re-evaluates)
 
     def write(self, run_state, **extra):
         """Write the results JSON (to --out and to --results) with `extra` fields added."""
         from lstm_lab.checkpoint import atomic_write_json
-        if self.start_epoch is None:
-            self.start_epoch = len(run_state["history"])  # this session's first write comes after its first epoch
-        session = {**provenance(self.argv, self.device), "date_started": self.started, "start_epoch": self.start_epoch}
+        session = {**provenance(self.argv, self.device, self.code), "date_started": self.started,
+                   "start_epoch": self.start_epoch}
         sessions = [s for s in self.sessions if s["date_started"] != self.started] + [session]
         record = results_record(self.args, self.model_config, self.train_config, run_state, self.parameters)
         record = {**record, **extra, **{k: v for k, v in session.items() if k not in ("date_started", "start_epoch")}, "sessions": sessions}
@@ -278,7 +280,8 @@ def train_command(args, argv):
     run_state = (resume_from(out, model, optimizer, model_config, train_config, device) if args.resume
                  else new_run_state(train_config))
     atomic_write_json(corpus.vocab.itos, out / "vocab.json")
-    recorder = RunRecorder(args, argv, device, model_config, train_config, count_parameters(model))
+    recorder = RunRecorder(args, argv, device, model_config, train_config, count_parameters(model),
+                           start_epoch=run_state["epoch"] + 1)
     data = {"train": corpus.splits["train"], "valid": corpus.splits["valid"]}
     train(model, data, train_config, device, run_state, optimizer, recorder.epoch_done, not args.no_progress)
     if run_state["epoch"] == 0:
