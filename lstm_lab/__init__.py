@@ -28,3 +28,5 @@ from lstm_lab.cells import LSTMCell, GateLSTMCell, ConcatLSTMCell, fused_to_conc
 from lstm_lab.lstm import LSTM, lstm_layer
 
 __version__ = "0.1.0"
+
+__all__ = ["LSTMCell", "GateLSTMCell", "ConcatLSTMCell", "fused_to_concat", "concat_to_fused", "LSTM", "lstm_layer"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.cli import cpu_name, provenance
+from lstm_lab.cli import provenance
 from lstm_lab.ladder import ladder, lstm_weights, make_problem
 from lstm_lab.timing import interleaved_times, summarize, time_call
 

@@ -6,7 +6,6 @@ continues exactly where it stopped.  Beside it, `config.json` says in plain text
 Introduced in chapter 6.
 """
 import json
-import os
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from lstm_lab.config import ModelConfig, TrainConfig, config_from_dict
+from lstm_lab.data import write_atomically
 
 
 def rng_state():
@@ -40,20 +40,12 @@ def set_rng_state(state):
 
 def atomic_save(obj, path):
     """torch.save to a temporary file beside `path`, then rename it over `path`: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    return write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_json(obj, path):
     """Write `obj` as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    return write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def save_checkpoint(path, model, optimizer, model_config, train_config, run_state):
