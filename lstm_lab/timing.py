@@ -114,7 +114,7 @@ class _KernelCounter(TorchDispatchMode):
 def count_kernels(fn):
     """Run fn() and count the aten operators it dispatches, forward and backward, views left out.
 
-    On a GPU each one is (at least) one kernel launch.  Returns a Counter {op name: calls}.  Chapter 3."""
+    On a GPU each one is (at least) one kernel launch.  Returns a Counter {op name: calls}.  Chapters 1 and 3."""
     with _KernelCounter() as counter:
         fn()
     return counter.counts
