@@ -24,10 +24,12 @@ from lstm_lab.timing import interleaved_times, summarize, time_call
 
 SIZES = {  # named size sets; keys follow the book's glossary
     "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
+    "zaremba-medium": {"seq_len": 35, "batch_size": 20, "input_size": 650, "hidden_size": 650, "num_layers": 2},
     "fastrnns": {"seq_len": 100, "batch_size": 64, "input_size": 512, "hidden_size": 512, "num_layers": 1},
     "tiny": {"seq_len": 3, "batch_size": 2, "input_size": 4, "hidden_size": 5, "num_layers": 2},  # smoke test
 }
 REFERENCE = "nn.LSTM"  # every ratio is time / time of this rung
+GRAPHED = ("hoisted", "bptt", "compiled")  # rungs also timed as a CUDA graph on a GPU (--no-graphs: not)
 
 
 def forward_backward(rung, problem):
@@ -49,6 +51,41 @@ def set_tf32(enabled):
     torch.backends.cudnn.allow_tf32 = enabled
 
 
+def cuda_graphed(fn, warmup=3):
+    """Capture fn() -- here a whole forward + backward -- in a CUDA graph; returns the graph's replay.
+
+    A replay launches every kernel of the captured call at once, so the CPU's per-operator cost (Python,
+    dispatch, one launch per kernel) is paid once at capture instead of on every call.  The shapes and the
+    tensors read and written are frozen: replays compute on whatever the captured inputs hold then, and write
+    the gradients into the same tensors.  fn runs `warmup` times on a side stream first, as PyTorch's CUDA graph
+    notes ask (lazy initialisation, compilation).  Chapter 7."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def graphed_candidates(candidates, names=GRAPHED):
+    """{name + " + graph": replay} for each of `names` in candidates, each captured with `cuda_graphed`.
+
+    A capture that fails is reported and left out.  Chapter 7."""
+    graphed = {}
+    for name in names:
+        if name in candidates:
+            try:
+                graphed[f"{name} + graph"] = cuda_graphed(candidates[name])
+            except Exception as error:  # noqa: BLE001 -- report, keep the other rungs
+                print(f"warning: CUDA graph of {name!r} failed: {type(error).__name__}: {error}".splitlines()[0],
+                      file=sys.stderr)
+    return graphed
+
+
 def first_calls(candidates, device, reference=REFERENCE):
     """Call each candidate once, timed: the first call pays for compilation and initialisation.
 
@@ -66,15 +103,20 @@ def first_calls(candidates, device, reference=REFERENCE):
     return seconds, errors
 
 
-def bench_size(rungs, size, device, repeats=10, warmup=2):
+def bench_size(rungs, size, device, repeats=10, warmup=2, graphs=True):
     """Time forward_backward of every rung on one size set, interleaved.
 
-    rungs: {name: rung} including REFERENCE.  Returns {"size": size, "rungs": {name: {"median_ms",
-    "q1_ms", "q3_ms", "ratio", "first_call_s", "times_ms"}}, "errors": {name: message}}.  Chapter 3."""
+    rungs: {name: rung} including REFERENCE.  graphs: on a GPU, also time the GRAPHED rungs replayed from
+    a CUDA graph.  Returns {"size": size, "rungs": {name: {"median_ms", "q1_ms", "q3_ms", "ratio",
+    "first_call_s", "times_ms"}}, "errors": {name: message}}.  Chapter 3."""
     problem = make_problem(size, device)
     candidates = {name: functools.partial(forward_backward, rung, problem) for name, rung in rungs.items()}
     first_call, errors = first_calls(candidates, device)
     candidates = {name: fn for name, fn in candidates.items() if name not in errors}
+    if graphs and torch.device(device).type == "cuda":
+        graphed = graphed_candidates(candidates)
+        first_call.update({name: None for name in graphed})  # the capture ran the eager rung: no compile time
+        candidates.update(graphed)
     times = interleaved_times(candidates, device, repeats, warmup)
     rows = summarize(times, reference=REFERENCE)
     for name, row in rows.items():
@@ -82,9 +124,9 @@ def bench_size(rungs, size, device, repeats=10, warmup=2):
     return {"size": dict(size), "rungs": rows, "errors": errors}
 
 
-def run_bench(size_names, device, repeats=10, warmup=2, compiled=True):
+def run_bench(size_names, device, repeats=10, warmup=2, compiled=True, graphs=True):
     """bench_size for each named size set in SIZES, with fresh rungs for each.  Chapter 3."""
-    return {name: bench_size(ladder(compiled), SIZES[name], device, repeats, warmup) for name in size_names}
+    return {name: bench_size(ladder(compiled), SIZES[name], device, repeats, warmup, graphs) for name in size_names}
 
 
 def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
@@ -114,7 +156,7 @@ def bench_provenance(argv, device, tf32):
 def results_table(results):
     """Rows for `lstm_lab.show.show_table`: size set, rung, median ms, ratio to nn.LSTM.  Chapter 3."""
     return [{"sizes": size_name, "rung": name, "median ms": row["median_ms"],
-             "x nn.LSTM": row["ratio"], "first call s": row["first_call_s"]}
+             "x nn.LSTM": row["ratio"], "first call s": row.get("first_call_s")}
             for size_name, block in results.items() for name, row in block["rungs"].items()]
 
 
@@ -179,13 +221,15 @@ def build_parser():
     """The argparse parser of `python -m lstm_lab bench`."""
     parser = argparse.ArgumentParser(prog="python -m lstm_lab bench", description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="write results and provenance to this file")
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["ptb-small", "fastrnns"])
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=None,
+                        help="size sets (default: ptb-small fastrnns on CPU; ptb-small zaremba-medium fastrnns on GPU)")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds per size set (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per rung first (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for every rung (default off)")
+    parser.add_argument("--no-graphs", action="store_true", help="on a GPU, leave out the CUDA-graph rungs")
     return parser
 
 
@@ -200,11 +244,15 @@ def main(argv=None):
     device = pick_device(args.device)
     if device.type == "cuda":
         set_tf32(args.tf32)
-    results = run_bench(args.sizes, device, args.repeats, args.warmup, compiled=not args.no_compile)
+    sizes = args.sizes or (["ptb-small", "zaremba-medium", "fastrnns"] if device.type == "cuda"
+                           else ["ptb-small", "fastrnns"])
+    results = run_bench(sizes, device, args.repeats, args.warmup, compiled=not args.no_compile,
+                        graphs=not args.no_graphs)
     record = {"provenance": bench_provenance(argv, device, args.tf32), "results": results}
     for row in results_table(results):
-        print(f"{row['sizes']:>10}  {row['rung']:>9}  {row['median ms']:9.2f} ms  {row['x nn.LSTM']:6.2f}x"
-              f"  (first call {row['first call s']:.2f} s)")
+        first = "" if row["first call s"] is None else f"  (first call {row['first call s']:.2f} s)"
+        print(f"{row['sizes']:>14}  {row['rung']:>16}  {row['median ms']:9.2f} ms  {row['x nn.LSTM']:6.2f}x{first}",
+              flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")

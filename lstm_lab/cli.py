@@ -106,14 +106,19 @@ def main(argv=None):
 
 
 def git_commit(repo):
-    """(HEAD commit, whether lstm_lab/ has uncommitted changes) of the repository at `repo`, or (None, None)."""
+    """(HEAD commit, whether lstm_lab/ has uncommitted changes) of the repository at `repo`, or (None, None).
+
+    A copy of a clean checkout without its .git folder (as sent to a remote GPU machine) names its commit in
+    $LSTM_LAB_COMMIT; that is used, with no uncommitted changes, when git cannot answer."""
+    import os
     import subprocess
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
         status = subprocess.run(["git", "status", "--porcelain", "--", "lstm_lab"], cwd=repo, capture_output=True,
                                 text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        return None, None
+        commit = os.environ.get("LSTM_LAB_COMMIT")
+        return (commit, False) if commit else (None, None)
     return head.stdout.strip(), bool(status.stdout.strip())
 
 

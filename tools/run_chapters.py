@@ -1,0 +1,112 @@
+"""Execute the book's chapters top to bottom, as Colab would, without a Jupyter server, and record how it went.
+
+    python tools/run_chapters.py                                    # every notebook in _toc.yml
+    python tools/run_chapters.py chapters/03_step_by_step.ipynb --json results/chapters-gpu.json
+    python tools/run_chapters.py --executed /tmp/executed           # also keep the executed notebooks
+
+Each notebook runs in a fresh IPython kernel (nbclient starts it directly: no Jupyter server, no browser), in
+its own folder as the book build does.  Cells tagged `raises-exception` may raise; any other error stops that
+notebook and is recorded with the cell it came from, and the next notebook runs.  The JSON holds, per
+notebook, the status, the wall time, the device line the setup cell printed, and the provenance of the run
+(device, versions, commit, command, date).  Needs nbclient and ipykernel: `pip install nbclient ipykernel`
+(plus whatever the chapters import) is enough on a GPU machine without Jupyter.  The exit status is the
+number of notebooks that failed.
+"""
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from lstm_lab.cli import provenance  # noqa: E402  (the repository's package, not an installed copy)
+from lstm_lab.checkpoint import atomic_write_json  # noqa: E402
+from lstm_lab.runtime import pick_device  # noqa: E402
+
+
+def toc_notebooks(repo=REPO):
+    """The notebooks listed in _toc.yml, in book order (entries that are .md files are left out)."""
+    files = re.findall(r"^\s*-?\s*(?:file|root):\s*(\S+)", (repo / "_toc.yml").read_text(), re.MULTILINE)
+    return [repo / f"{name}.ipynb" for name in files if (repo / f"{name}.ipynb").is_file()]
+
+
+def first_output_line(nb, marker="torch "):
+    """The first line a cell printed that starts with `marker`: the setup cell's 'torch X on DEVICE ...'."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for line in output.get("text", "").splitlines():
+                if line.startswith(marker):
+                    return line
+    return None
+
+
+def failing_cell(nb):
+    """(index, first source line) of the last code cell that has an error output, or (None, None)."""
+    found = (None, None)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            found = (index, cell.source.splitlines()[0] if cell.source else "")
+    return found
+
+
+def execute(path, timeout, kernel_name="python3"):
+    """Run one notebook in a fresh kernel; returns (executed notebook, record dict)."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start, status, error = time.perf_counter(), "ok", None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        status = {"CellExecutionError": "error", "CellTimeoutError": "timeout"}.get(type(exc).__name__, "dead kernel")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # without the terminal colours
+        error = text.splitlines()[-1][:500] if text else type(exc).__name__
+    seconds = time.perf_counter() - start
+    cell, source = failing_cell(nb)
+    record = {"notebook": str(path.relative_to(REPO)), "status": status, "seconds": round(seconds, 1),
+              "setup_line": first_output_line(nb), "error": error, "error_cell": cell, "error_cell_source": source}
+    return nb, record
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python tools/run_chapters.py", description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every one in _toc.yml)")
+    parser.add_argument("--json", default=None, help="write the record here (e.g. results/chapters-gpu.json)")
+    parser.add_argument("--executed", default=None, help="folder to save the executed notebooks in")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run (default 1800)")
+    parser.add_argument("--note", default=None, help="a remark stored with the record (e.g. what else ran)")
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    paths = [Path(p).resolve() for p in args.notebooks] or toc_notebooks()
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: no such notebook: {', '.join(missing)}")
+    record = provenance([], pick_device())
+    record["command"] = "python tools/run_chapters.py " + " ".join(argv)
+    record.update(note=args.note, notebooks=[])
+    for path in paths:
+        nb, row = execute(path, args.timeout)
+        record["notebooks"].append(row)
+        print(f"{row['notebook']:40} {row['status']:8} {row['seconds']:7.1f} s  {row['error'] or ''}", flush=True)
+        if args.executed:
+            Path(args.executed).mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, Path(args.executed) / path.name)
+        if args.json:
+            atomic_write_json(record, args.json)
+    failed = sum(row["status"] != "ok" for row in record["notebooks"])
+    print(f"{len(paths) - failed} of {len(paths)} notebooks ran to the end on {record['device']}")
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
