@@ -10,6 +10,7 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     ladder      seven LSTMs of increasing speed, each the same function as nn.LSTM          (3)
     timing      fair timing (warm-up, synchronisation, interleaving) and small speed checks  (3)
     bench       the speed-ladder benchmark and its command line                              (3)
+    runs        recorded results (in recorded/, shipped with the package) and their loader   (3)
     clinic      the autograd errors reproduced, explained and fixed                          (4)
     manifest    pinned data files: paths, sizes, sha256, upstream URLs                       (6)
     data        finding, downloading and checking the corpora                                (6)

@@ -1,6 +1,6 @@
 """The speed-ladder benchmark: forward + backward of every rung of `lstm_lab.ladder`, against nn.LSTM.
 
-    python -m lstm_lab bench --json results/bench-cpu.json                 # both size sets
+    python -m lstm_lab bench --json lstm_lab/recorded/bench-cpu.json       # the default size sets
     python -m lstm_lab bench --sizes ptb-small --repeats 5 --no-compile    # quicker
     python -m lstm_lab.bench ...                                           # the same, directly
 
@@ -208,13 +208,6 @@ def plot_sweep(rows, key, steps=None, title=None):
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def load_recorded(name, folder=None):
-    """A recorded benchmark JSON from the repository's results/ folder, or None if it is not there
-    (e.g. when lstm_lab was pip-installed without the repository, as on Colab).  Chapter 3."""
-    path = Path(folder or Path(__file__).resolve().parent.parent / "results") / name
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def build_parser():

@@ -108,17 +108,18 @@ def main(argv=None):
 def git_commit(repo):
     """(HEAD commit, whether lstm_lab/ has uncommitted changes) of the repository at `repo`, or (None, None).
 
-    A copy of a clean checkout without its .git folder (as sent to a remote GPU machine) names its commit in
-    $LSTM_LAB_COMMIT; that is used, with no uncommitted changes, when git cannot answer."""
+    A copy of a clean checkout sent to another machine (a remote GPU) names its commit in $LSTM_LAB_COMMIT:
+    when set, it is used, with no uncommitted changes, since the copy's .git (if any) may be stale."""
     import os
     import subprocess
+    if os.environ.get("LSTM_LAB_COMMIT"):
+        return os.environ["LSTM_LAB_COMMIT"], False
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
         status = subprocess.run(["git", "status", "--porcelain", "--", "lstm_lab"], cwd=repo, capture_output=True,
                                 text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        commit = os.environ.get("LSTM_LAB_COMMIT")
-        return (commit, False) if commit else (None, None)
+        return None, None
     return head.stdout.strip(), bool(status.stdout.strip())
 
 

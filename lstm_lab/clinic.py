@@ -31,13 +31,14 @@ class StudentLSTM(nn.Module):
     every weight drawn as randn * 0.01.
 
     register=True wraps each in nn.Parameter; register=False keeps plain tensor attributes, which is
-    what `self.W_xi = (torch.randn(I, H) * 0.01).to(device)` does.  forward(x (T, B, I), state=None)
+    what `self.W_xi = (torch.randn(I, H) * 0.01).to(device)` does: `device` is where they are created
+    (the reports' `.to(device)`; `model.to(device)` will not move them).  forward(x (T, B, I), state=None)
     -> output (T, B, H), (h, c) each (B, H).  Introduced in chapter 4."""
 
-    def __init__(self, input_size, hidden_size, register=True, seed=0):
+    def __init__(self, input_size, hidden_size, register=True, seed=0, device=None):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        weight = lambda *shape: torch.randn(*shape, generator=generator) * 0.01
+        weight = lambda *shape: (torch.randn(*shape, generator=generator) * 0.01).to(device)
         wrap = nn.Parameter if register else (lambda t: t)
         self.hidden_size = hidden_size
         for gate in GATES:
@@ -67,13 +68,14 @@ class StudentLSTM(nn.Module):
 class StudentLM(nn.Module):
     """Embedding -> StudentLSTM -> linear decoder: forward(tokens (T, B), state) -> logits (T, B, V), state.
 
-    Only the LSTM's weights depend on `register`.  Introduced in chapter 4."""
+    Only the LSTM's weights depend on `register`; `device` is where the LSTM's weights are created (see
+    `StudentLSTM`).  Introduced in chapter 4."""
 
-    def __init__(self, vocab_size, hidden_size, register=True, seed=0):
+    def __init__(self, vocab_size, hidden_size, register=True, seed=0, device=None):
         super().__init__()
         torch.manual_seed(seed)
         self.embedding = nn.Embedding(vocab_size, hidden_size)
-        self.lstm = StudentLSTM(hidden_size, hidden_size, register, seed)
+        self.lstm = StudentLSTM(hidden_size, hidden_size, register, seed, device)
         self.decoder = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, tokens, state=None):

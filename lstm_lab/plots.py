@@ -70,3 +70,25 @@ def plot_relative_errors(checks, threshold=None, ax=None, title=None):
     ax.set_title(title or "Gradient check: hand-written backward vs reference")
     ax.legend(fontsize=8)
     return ax.figure, ax
+
+
+def plot_recorded_runs(recorded, published=(), ax=None, title=None):
+    """Validation perplexity per epoch of recorded runs, their test perplexity as a star, and published
+    numbers as horizontal lines.
+
+    recorded: {label: results JSON of `python -m lstm_lab train`}; published: [{"model", "valid", "test"}].
+    Returns (fig, ax).  Chapter 6."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4))
+    for label, run in recorded.items():
+        line, = ax.plot(range(1, run["epochs"] + 1), run["valid_ppl"], "o-", ms=3, label=f"{label}: valid")
+        if run.get("test_ppl"):
+            ax.plot(run["epochs"], run["test_ppl"], "*", ms=14, color=line.get_color(), label=f"{label}: test")
+    for k, p in enumerate(published):
+        color = f"{0.1 + 0.3 * k:.1f}"
+        ax.axhline(p["valid"], color=color, ls="--", lw=1, label=f"{p['model']}: valid {p['valid']}")
+        ax.axhline(p["test"], color=color, ls=":", lw=1, label=f"{p['model']}: test {p['test']}")
+    ax.set(xlabel="epoch", ylabel="perplexity")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    return fig, ax

@@ -17,7 +17,7 @@ def show_table(rows, columns=None, floatfmt=".3g"):
     if columns is None:
         columns = list(rows[0])
         rows = [[row[c] for c in columns] for row in rows]
-    cell = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)
+    cell = lambda v: "–" if v is None else format(v, floatfmt) if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return Markdown("\n".join(lines))

@@ -193,9 +193,3 @@ def test_plot_sweep_one_line_per_rung():
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["a", "b"]
     assert list(lines[0].get_ydata()) == [1.0, 2.0]  # divided by steps
-
-
-def test_load_recorded(tmp_path):
-    (tmp_path / "x.json").write_text('{"provenance": {}, "results": {}}')
-    assert bench.load_recorded("x.json", tmp_path) == {"provenance": {}, "results": {}}
-    assert bench.load_recorded("missing.json", tmp_path) is None

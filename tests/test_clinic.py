@@ -95,6 +95,13 @@ def test_registered_weights_move_with_the_model():
     assert logits.device.type == "meta" and logits.shape == (3, 2, VOCAB)
 
 
+def test_raw_tensors_created_on_the_device_run_there_but_stay_unregistered():
+    model = StudentLM(VOCAB, 6, register=False, device="meta").to("meta")
+    logits, _ = model(torch.randint(VOCAB, (3, 2), device="meta"))
+    assert model.lstm.W_xi.device.type == "meta" and logits.shape == (3, 2, VOCAB)
+    assert {t["name"] for t in unregistered_tensors(model)} >= {"lstm.W_xi", "lstm.W_hi", "lstm.b_i"}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_raw_tensors_stay_behind_on_cuda():
     model = StudentLM(VOCAB, 6, register=False).to("cuda")

@@ -1,18 +1,19 @@
 """Execute the book's chapters top to bottom, as Colab would, without a Jupyter server, and record how it went.
 
     python tools/run_chapters.py                                    # every notebook in _toc.yml
-    python tools/run_chapters.py chapters/03_step_by_step.ipynb --json results/chapters-gpu.json
+    python tools/run_chapters.py chapters/03_step_by_step.ipynb --json lstm_lab/recorded/chapters-gpu.json
     python tools/run_chapters.py --executed /tmp/executed           # also keep the executed notebooks
 
-Each notebook runs in a fresh IPython kernel (nbclient starts it directly: no Jupyter server, no browser), in
-its own folder as the book build does.  Cells tagged `raises-exception` may raise; any other error stops that
-notebook and is recorded with the cell it came from, and the next notebook runs.  The JSON holds, per
-notebook, the status, the wall time, the device line the setup cell printed, and the provenance of the run
-(device, versions, commit, command, date).  Needs nbclient and ipykernel: `pip install nbclient ipykernel`
-(plus whatever the chapters import) is enough on a GPU machine without Jupyter.  The exit status is the
-number of notebooks that failed.
+Each notebook runs in a fresh IPython kernel (nbclient starts it directly: no Jupyter server, no browser),
+in its own folder as the book build does.  Cells tagged `raises-exception` may raise; any other error stops
+that notebook and is recorded with the cell it came from, and the next notebook runs.  The JSON holds, per
+notebook, the status, the wall time, the device line the setup cell printed, and where, when and from which
+commit it ran; `--update` re-runs some notebooks and keeps the other rows of an earlier record.  Needs
+nbclient and ipykernel: `pip install nbclient ipykernel` (plus whatever the chapters import) is enough on a
+GPU machine without Jupyter.  The exit status is the number of notebooks that failed.
 """
 import argparse
+import json
 import re
 import sys
 import time
@@ -74,13 +75,22 @@ def execute(path, timeout, kernel_name="python3"):
     return nb, record
 
 
+def merge(old_rows, new_rows):
+    """The rows of an earlier record with those of notebooks run again replaced, in book order."""
+    new = {row["notebook"]: row for row in new_rows}
+    kept = [new.pop(row["notebook"], row) for row in old_rows]
+    return kept + list(new.values())
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python tools/run_chapters.py", description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every one in _toc.yml)")
-    parser.add_argument("--json", default=None, help="write the record here (e.g. results/chapters-gpu.json)")
+    parser.add_argument("--json", default=None, help="write the record here (e.g. lstm_lab/recorded/chapters-gpu.json)")
     parser.add_argument("--executed", default=None, help="folder to save the executed notebooks in")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run (default 1800)")
-    parser.add_argument("--note", default=None, help="a remark stored with the record (e.g. what else ran)")
+    parser.add_argument("--note", default=None, help="a remark stored with each notebook's row (e.g. what else ran)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other notebooks' rows of an existing --json, replacing those run now")
     return parser
 
 
@@ -93,17 +103,21 @@ def main(argv=None):
         raise SystemExit(f"error: no such notebook: {', '.join(missing)}")
     record = provenance([], pick_device())
     record["command"] = "python tools/run_chapters.py " + " ".join(argv)
-    record.update(note=args.note, notebooks=[])
+    earlier = json.loads(Path(args.json).read_text())["notebooks"] if args.update and Path(args.json).is_file() else []
+    record["notebooks"] = earlier
     for path in paths:
         nb, row = execute(path, args.timeout)
-        record["notebooks"].append(row)
+        row.update(device=record["device"], torch_version=record["torch_version"], commit=record["commit"],
+                   uncommitted_changes=record["uncommitted_changes"], date=provenance([], pick_device())["date"],
+                   note=args.note)
+        record["notebooks"] = merge(record["notebooks"], [row])
         print(f"{row['notebook']:40} {row['status']:8} {row['seconds']:7.1f} s  {row['error'] or ''}", flush=True)
         if args.executed:
             Path(args.executed).mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, Path(args.executed) / path.name)
         if args.json:
             atomic_write_json(record, args.json)
-    failed = sum(row["status"] != "ok" for row in record["notebooks"])
+    failed = sum(row["status"] != "ok" for row in record["notebooks"] if Path(REPO / row["notebook"]) in paths)
     print(f"{len(paths) - failed} of {len(paths)} notebooks ran to the end on {record['device']}")
     return failed
 

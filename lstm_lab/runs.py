@@ -1,0 +1,87 @@
+"""Recorded results: the JSON files of finished runs and benchmarks that the chapters read.
+
+They live inside the package, in `lstm_lab/recorded/`, and are installed with it (package data), so a
+chapter finds them wherever it runs: in a checkout, or on Colab after `pip install lstm_lab @ git+...`.
+Each file carries its provenance: device, versions, commit, command, date and wall time.
+
+    load_recorded("bench-gpu.json")      # the dict, or None if no such file was recorded
+    recorded_names()                     # every recorded file, sorted
+
+Introduced in chapter 3.
+"""
+import json
+from importlib import resources
+
+RECORDED = "recorded"  # the folder inside the package
+
+
+def recorded_names():
+    """The names of every recorded result shipped with the package, sorted."""
+    folder = resources.files("lstm_lab") / RECORDED
+    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".json"))
+
+
+def load_recorded(name):
+    """The recorded result `name` (e.g. "bench-cpu.json") as a dict, or None if it was never recorded.
+
+    Read through importlib.resources, so it works from a checkout and from an installed package alike."""
+    entry = resources.files("lstm_lab") / RECORDED / name
+    if not entry.is_file():
+        return None
+    return json.loads(entry.read_text(encoding="utf-8"))
+
+
+def run_row(label, run):
+    """One table row for a recorded training run: how far it got, its perplexities, speed and provenance.
+
+    run: a results JSON written by `python -m lstm_lab train --results ...`.  Chapter 6."""
+    minutes = [(r["train_seconds"] + r["valid_seconds"]) / 60 for r in run["history"]]
+    commit = (run["commit"] or "?")[:7] + (" +changes" if run.get("uncommitted_changes") else "")
+    return {"run": label, "epochs": f"{run['epochs']} / {run['planned_epochs']}",
+            "valid ppl (last)": f"{run['valid_ppl'][-1]:.1f}" if run["valid_ppl"] else "-",
+            "test ppl": f"{run['test_ppl']:.1f}" if run.get("test_ppl") else "not yet",
+            "min / epoch": f"{sum(minutes) / len(minutes):.2g}" if minutes else "-",
+            "words/s": f"{run['tokens_per_second']:,.0f}" if run.get("tokens_per_second") else "-",
+            "device": run["device"], "threads": run["threads"], "torch": run["torch_version"], "commit": commit,
+            "date": run["date"][:16]}
+
+
+def comparison_rows(recorded, published):
+    """Rows comparing recorded runs with published numbers, published first.
+
+    recorded: {label: results JSON}; published: [{"model", "valid", "test", "note"}].  A run's valid and test
+    perplexities are those of the model after its last epoch, the test text read as one stream (as the
+    paper); an unfinished run shows its last per-epoch validation perplexity instead.  Chapter 6."""
+    rows = [{"model": p["model"], "valid ppl": f"{p['valid']:.1f}", "test ppl": f"{p['test']:.1f}",
+             "note": p["note"]} for p in published]
+    for label, run in recorded.items():
+        final = run.get("final_valid_ppl")
+        if run.get("best_epoch_test_ppl"):
+            note = (f"after epoch {run['epochs']}, one stream; the best validation epoch ({run['best_epoch']}) "
+                    f"tests at {run['best_epoch_test_ppl']:.1f}")
+        elif final:
+            note = "after the last epoch, one stream"
+        else:
+            note = f"unfinished: epoch {run['epochs']} of {run['planned_epochs']}, validation with 20 streams"
+        valid = final if final else (run["valid_ppl"][-1] if run["valid_ppl"] else None)
+        rows.append({"model": label, "valid ppl": f"{valid:.1f}" if valid else "-",
+                     "test ppl": f"{run['test_ppl']:.1f}" if run.get("test_ppl") else "not yet", "note": note})
+    return rows
+
+
+def describe_sessions(label, run):
+    """Lines saying whether a recorded run is complete and which commands trained, resumed and tested it."""
+    status = ("complete" if run["complete"] else
+              f"not finished: stopped after epoch {run['epochs']} of {run['planned_epochs']}"
+              + (f" ({run['stopped']})" if run.get("stopped") else ""))
+    sessions = run.get("sessions") or [run]
+    lines = [f"{label}: {status}.  trained with: {sessions[0]['command']}"]
+    for later in sessions[1:]:
+        what = ("re-evaluated" if later.get("start_epoch", 0) > run["planned_epochs"]
+                else f"resumed at epoch {later.get('start_epoch', '?')}")
+        lines.append(f"    then {what} on {later['date'][:16]} with: {later['command']}")
+    if run.get("test_eval"):
+        lines.append(f"    test perplexity measured on the {run['test_eval']}")
+    if run.get("commit_note"):
+        lines.append(f"    provenance: {run['commit_note']}")
+    return lines
