@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from lstm_lab.cells import GATES, cell_update
 from lstm_lab.corpus import bptt_windows
+from lstm_lab.train import graph_size
 
 
 class StudentLSTM(nn.Module):
@@ -192,23 +193,27 @@ def run_windows(model, source, seq_len, windows, state_fix="detach", optimizer=N
     state_fix: "none" (carry the state as it is), "detach" (cut it from the previous window's graph)
     or "retain_graph" (carry it and call backward(retain_graph=True)).  optimizer: stepped after every
     backward if given.  meter: a SavedTensorMeter to read after each forward (its hooks switch off
-    autograd's inplace checks, so only pass one to measure).  Returns one row per window:
-    {"window", "seconds", "saved_mb" (None without a meter), "loss"}.  Introduced in chapter 4."""
+    autograd's inplace checks, so only pass one to measure).  Windows are moved to the model's device.
+    Returns one row per window: {"window", "seconds", "saved_mb" (None without a meter), "graph_nodes"
+    (autograd nodes behind the loss: what backward walks), "loss"}.  Introduced in chapter 4; chapter 6
+    uses the graph sizes."""
     state, rows = None, []
+    device = next(model.parameters()).device
     with meter or contextlib.nullcontext():
         for k, (inputs, targets) in enumerate(itertools.islice(bptt_windows(source, seq_len), windows)):
             start = time.perf_counter()
             if state_fix == "detach" and state is not None:
                 state = tuple(s.detach() for s in state)  # keep the values, drop the history
-            logits, state = model(inputs, state)
+            logits, state = model(inputs.to(device), state)
             saved_mb = meter.live_bytes() / 2**20 if meter else None  # what backward will need
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
+            graph_nodes = graph_size(loss)
             loss.backward(retain_graph=(state_fix == "retain_graph"))
             if optimizer is not None:
                 optimizer.step()
                 optimizer.zero_grad()
             rows.append({"window": k, "seconds": time.perf_counter() - start, "saved_mb": saved_mb,
-                         "loss": loss.item()})
+                         "graph_nodes": graph_nodes, "loss": loss.item()})
     return rows
 
 

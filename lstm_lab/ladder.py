@@ -196,8 +196,8 @@ def nn_lstm(x, h0, c0, weights):
 
 def aten_lstm(x, h0, c0, weights):
     """`nn_lstm` with oneDNN (mkldnn) and cuDNN switched off for the call: what nn.LSTM runs where
-    neither library applies (e.g. float64 on CPU) -- a C++ loop over time of aten LSTM cells, fused
-    into one kernel per step on CUDA.  Same signature as every rung.  Chapter 3."""
+    neither library applies (e.g. float64 on CPU) -- a C++ loop over time of aten LSTM cells: on CUDA
+    each step is matrix multiplies plus one fused kernel for the gate arithmetic.  Same signature as every rung.  Chapter 3."""
     saved = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
     torch.backends.mkldnn.enabled = torch.backends.cudnn.enabled = False
     try:

@@ -5,6 +5,9 @@ decides when to show, save or close it.
 """
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+
+from lstm_lab.corpus import batchify
 
 
 def plot_memory_trace(ax, g, c, h=None, title=None):
@@ -92,3 +95,38 @@ def plot_recorded_runs(recorded, published=(), ax=None, title=None):
         ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     return fig, ax
+
+
+def plot_batchify_layout(n=26, batch_size=4, seq_len=2):
+    """The batchify picture: a text of n tokens (letters) coloured by the stream it lands in, then the
+    (steps, batch_size) matrix `lstm_lab.corpus.batchify` makes of it, cut into windows of seq_len rows.
+
+    Returns the figure.  Chapter 6."""
+    letters = [chr(ord("a") + i % 26) for i in range(n)]
+    source = batchify(torch.arange(n), batch_size)  # (steps, B): column b is stream b
+    steps = source.shape[0]
+    colours = plt.cm.Set2(range(batch_size))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.2), gridspec_kw={"height_ratios": [1, 3.2]})
+    for i, letter in enumerate(letters):
+        stream = i // steps if i < steps * batch_size else None  # the tail that does not fill a row is dropped
+        top.add_patch(plt.Rectangle((i, 0), 1, 1, color=colours[stream] if stream is not None else "0.85"))
+        top.text(i + 0.5, 0.5, letter, ha="center", va="center", fontsize=11)
+    top.set(xlim=(0, n), ylim=(0, 1), title=f"the text ({n} tokens): coloured by stream, grey = dropped")
+    top.axis("off")
+    for t in range(steps):
+        for b in range(batch_size):
+            bottom.add_patch(plt.Rectangle((b, steps - 1 - t), 0.95, 0.95, color=colours[b]))
+            bottom.text(b + 0.47, steps - 0.53 - t, letters[int(source[t, b])], ha="center", va="center",
+                        fontsize=12)
+    for k, start in enumerate(range(0, steps - 1, seq_len)):  # the last row is only ever a target
+        bottom.axhline(steps - start, color="k", lw=1.5)
+        last = min(start + seq_len, steps - 1) - 1
+        bottom.text(batch_size + 0.15, steps - start - seq_len / 2, f"window {k + 1}: inputs rows {start}..{last}",
+                    va="center", fontsize=11)
+    bottom.set(xlim=(0, batch_size + 2.6), ylim=(0, steps),
+               title=f"batchify(text, {batch_size}): one column per stream, read top to bottom; "
+                     f"windows of seq_len={seq_len}")
+    bottom.set_xticks([b + 0.47 for b in range(batch_size)], [f"stream {b}" for b in range(batch_size)])
+    bottom.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -5,6 +5,7 @@ chapter finds them wherever it runs: in a checkout, or on Colab after `pip insta
 Each file carries its provenance: device, versions, commit, command, date and wall time.
 
     load_recorded("bench-gpu.json")      # the dict, or None if no such file was recorded
+    load_runs({"nn.LSTM": "ptb-zaremba-small-torch.json"})   # {label: dict} of those recorded
     recorded_names()                     # every recorded file, sorted
 
 Introduced in chapter 3.
@@ -29,6 +30,19 @@ def load_recorded(name):
     if not entry.is_file():
         return None
     return json.loads(entry.read_text(encoding="utf-8"))
+
+
+def load_runs(names):
+    """{label: recorded results} for names {label: file name}; a file that was never recorded is left out
+    and said so in one printed line (a chapter then shows what exists).  Chapter 6."""
+    runs = {}
+    for label, name in names.items():
+        run = load_recorded(name)
+        if run is None:
+            print(f"{name} was not recorded in this copy of lstm_lab: nothing to show for {label}")
+        else:
+            runs[label] = run
+    return runs
 
 
 def run_row(label, run):

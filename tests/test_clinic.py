@@ -49,6 +49,14 @@ def test_retain_graph_memory_grows_while_detach_stays_flat(model, source):
     assert [r["loss"] for r in retained] == pytest.approx([r["loss"] for r in detached])  # same forward values
 
 
+def test_the_graph_grows_by_one_window_per_window_unless_the_state_is_detached(model, source):
+    retained = [r["graph_nodes"] for r in run_windows(model, source, 5, 4, "retain_graph")]
+    detached = [r["graph_nodes"] for r in run_windows(model, source, 5, 4, "detach")]
+    assert len(set(detached[1:])) == 1  # window 0 starts from no state; every later window is the same size
+    growth = [b - a for a, b in zip(retained, retained[1:])]
+    assert retained[0] == detached[0] and growth[0] > 0 and len(set(growth[1:])) == 1
+
+
 def test_meter_counts_saved_tensors_until_the_graph_is_freed():
     w = torch.randn(100, 100, requires_grad=True)
     with SavedTensorMeter() as meter:

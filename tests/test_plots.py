@@ -5,7 +5,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lstm_lab.plots import plot_gradient_norms, plot_memory_trace, plot_relative_errors  # noqa: E402
+from lstm_lab.plots import (plot_batchify_layout, plot_gradient_norms, plot_memory_trace,  # noqa: E402
+                           plot_recorded_runs, plot_relative_errors)
+from lstm_lab.runs import load_recorded  # noqa: E402
 
 
 def test_plot_memory_trace_draws_c_and_optionally_h():
@@ -41,4 +43,22 @@ def test_plot_relative_errors_one_bar_per_parameter_and_check():
     heights = sorted(p.get_height() for p in ax.patches)
     assert heights[0] == 1e-20 and heights[-1] == 0.9  # zero errors are drawn at the floor of the log axis
     assert ax.get_lines()[0].get_ydata()[0] == 1e-7
+    plt.close(fig)
+
+
+def test_plot_batchify_layout_colours_each_stream_and_greys_the_dropped_tail():
+    fig = plot_batchify_layout(n=10, batch_size=3, seq_len=2)  # 3 streams of 3 tokens; "j" is dropped
+    top, bottom = fig.axes
+    colours = [patch.get_facecolor() for patch in top.patches]
+    assert len(colours) == 10 and colours[0] == colours[2] != colours[3] and colours[9][:3] == (0.85, 0.85, 0.85)
+    assert [t.get_text() for t in bottom.texts[:3]] == ["a", "d", "g"]  # row 0: the first token of each stream
+    plt.close(fig)
+
+
+def test_plot_recorded_runs_draws_each_run_and_the_published_lines():
+    run = load_recorded("ptb-zaremba-small-torch.json")
+    fig, ax = plot_recorded_runs({"torch": run}, [{"model": "paper", "valid": 120.7, "test": 114.5}])
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), run["valid_ppl"])
+    assert ax.get_lines()[1].get_ydata()[0] == run["test_ppl"]  # the star at the last epoch
+    assert sorted(line.get_ydata()[0] for line in ax.get_lines()[2:]) == [114.5, 120.7]
     plt.close(fig)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lstm_lab.runs import load_recorded, recorded_names
+from lstm_lab.runs import comparison_rows, describe_sessions, load_recorded, load_runs, recorded_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +41,23 @@ def test_recorded_results_are_in_the_built_wheel(tmp_path):
         assert f"lstm_lab/recorded/{name}" in inside
     with zipfile.ZipFile(wheel) as z:
         assert json.loads(z.read("lstm_lab/recorded/bench-cpu.json")) == load_recorded("bench-cpu.json")
+
+
+def test_load_runs_keeps_the_recorded_and_names_the_missing(capsys):
+    runs = load_runs({"small": "ptb-zaremba-small-torch.json", "ghost": "never-recorded.json"})
+    assert list(runs) == ["small"] and runs["small"]["preset"] == "zaremba-small"
+    assert "never-recorded.json was not recorded" in capsys.readouterr().out
+
+
+def test_comparison_rows_put_published_numbers_first_and_mark_unfinished_runs():
+    finished, unfinished = load_recorded("ptb-zaremba-small-torch.json"), load_recorded("ptb-zaremba-medium-lab.json")
+    rows = comparison_rows({"done": finished, "partial": unfinished},
+                           [{"model": "paper", "valid": 120.7, "test": 114.5, "note": "Table 1"}])
+    assert [row["model"] for row in rows] == ["paper", "done", "partial"]
+    assert rows[1]["test ppl"] == f"{finished['test_ppl']:.1f}"
+    assert rows[2]["test ppl"] == "not yet" and f"epoch {unfinished['epochs']} of" in rows[2]["note"]
+
+
+def test_describe_sessions_says_a_stopped_run_is_not_finished():
+    lines = describe_sessions("lab", load_recorded("ptb-zaremba-medium-lab.json"))
+    assert lines[0].startswith("lab: not finished") and "trained with: python -m lstm_lab train" in lines[0]
