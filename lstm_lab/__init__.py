@@ -3,9 +3,10 @@
 The package behind the LSTM Lab book.  Each module holds one concept (the chapter that introduces it):
 
     cells       LSTMCell (drop-in for nn.LSTMCell) and the two teaching notations          (1)
-    lstm        LSTM (drop-in for unidirectional nn.LSTM), input projection hoisted         (1)
+    lstm        LSTM (drop-in for nn.LSTM: bidirectional, packed), input projection hoisted (1)
     widgets     the gate explorer: what the cell state remembers                            (1)
     numpy_lstm  a numpy LSTM with a hand-written backward pass and a gradient checker       (2)
+    reference   nn.LSTM as the ground truth: autograd gradients of a numpy problem         (2)
     gradflow    gradient norms through time: tanh RNN vs LSTM, forget-gate bias             (2)
     ladder      seven LSTMs of increasing speed, each the same function as nn.LSTM          (3)
     timing      fair timing (warm-up, synchronisation, interleaving) and small speed checks  (3)

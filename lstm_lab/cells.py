@@ -48,10 +48,10 @@ def cell_update(gates, c):
 
 
 def check_cell_input(x, hx, input_size, hidden_size):
-    """Raise a ValueError naming what was expected if `x` or `hx` cannot feed an LSTM cell.
+    """Raise a ValueError naming what was expected if `x` or `hx` has a shape that cannot feed an LSTM cell.
 
-    x: (B, I) or (I,);  hx: None or a pair (h, c), each shaped like x but with H features.
-    Introduced in chapter 1."""
+    x: (B, I) or (I,);  hx: None or a pair (h, c), each shaped like x but with H features.  Devices and
+    dtypes are checked after autocast has had its say (`_Cell.forward`).  Introduced in chapter 1."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"LSTM cell input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (1, 2):
@@ -69,7 +69,6 @@ def check_cell_input(x, hx, input_size, hidden_size):
         if tuple(state.shape) != expected:
             raise ValueError(f"LSTM cell state {name} must have shape {expected} "
                              f"(batch_size, hidden_size), got {tuple(state.shape)}")
-    check_same_device_dtype({"input": x, "h": hx[0], "c": hx[1]})
 
 
 def check_same_device_dtype(tensors, reference=None):
@@ -86,6 +85,28 @@ def check_same_device_dtype(tensors, reference=None):
         if t.dtype != dtype:
             raise ValueError(f"{name} has dtype {t.dtype}, expected {dtype} to match {what}: "
                              f"convert one, e.g. with .to({dtype})")
+
+
+def autocast_dtype_for(tensor_dtype, dtype):
+    """The dtype autocast gives a tensor of `tensor_dtype` on its way into an op it runs in `dtype`.
+
+    float32, float16 and bfloat16 tensors become `dtype`; float64 (and anything else) is never cast;
+    dtype None (autocast does not cast this op) leaves every dtype as it is.  Introduced with
+    mixed-precision training (chapter 7)."""
+    if dtype is None or tensor_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return tensor_dtype
+    return dtype
+
+
+def cell_autocast_dtype(device_type):
+    """The dtype `nn.LSTMCell` runs in under `torch.autocast` on this device type, or None: as given.
+
+    Autocast lists LSTMCell among the CUDA ops it runs in float16 (input, state and weights cast, so h
+    and c come back in float16), but not among the CPU ops: there only the matrix multiplies inside run
+    in bfloat16, and h and c stay float32, as `cell_update` gives with no cast.  Chapter 5."""
+    if device_type != "cuda" or not torch.is_autocast_enabled("cuda"):
+        return None
+    return torch.get_autocast_dtype("cuda")
 
 
 def _as_batch(x, hx, hidden_size):
@@ -113,11 +134,17 @@ class _Cell(nn.Module):
         init_uniform_(self.parameters(), self.hidden_size)
 
     def forward(self, x, hx=None):
-        """x: (B, I) or (I,);  hx: (h, c) each (B, H) or (H,), zeros if None.  Returns (h, c)."""
+        """x: (B, I) or (I,);  hx: (h, c) each (B, H) or (H,), zeros if None.  Returns (h, c).
+
+        Under torch.autocast on CUDA, x, h and c are cast to float16 first, as nn.LSTMCell's are."""
         check_cell_input(x, hx, self.input_size, self.hidden_size)
-        weight = next(self.parameters())
-        check_same_device_dtype({"input": x}, (weight.device, weight.dtype, "the cell's weights"))
         x, (h, c), unbatched = _as_batch(x, hx, self.hidden_size)
+        dtype = cell_autocast_dtype(x.device.type)  # None unless autocast casts nn.LSTMCell
+        x, h, c = (t.to(autocast_dtype_for(t.dtype, dtype)) for t in (x, h, c))
+        check_same_device_dtype({"input": x, "h": h, "c": c})
+        weight = next(self.parameters())
+        weight_dtype = autocast_dtype_for(weight.dtype, dtype)  # what F.linear will cast the weights to
+        check_same_device_dtype({"input": x}, (weight.device, weight_dtype, "the cell's weights"))
         h, c = self.step(x, h, c)
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
@@ -126,17 +153,20 @@ class _Cell(nn.Module):
 
 
 class LSTMCell(_Cell):
-    """Drop-in for `torch.nn.LSTMCell`: same parameter names, shapes, gate order and initialisation.
+    """Drop-in for `torch.nn.LSTMCell`: same arguments, parameter names, shapes, gate order, initialisation
+    and autocast dtypes.
 
+    LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)
     weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,).
     forward(x, (h, c)) -> (h, c) with x (B, I), h and c (B, H).  Introduced in chapter 1."""
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
+        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
         self.reset_parameters()
 
     def step(self, x, h, c):

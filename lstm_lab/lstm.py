@@ -1,22 +1,39 @@
-"""`LSTM`: a multi-layer LSTM over whole sequences, a drop-in for unidirectional `torch.nn.LSTM`.
+"""`LSTM`: a multi-layer, optionally bidirectional LSTM over whole sequences, a drop-in for `torch.nn.LSTM`.
 
-Layout of one layer's weights (the same names and shapes as `nn.LSTM`, so state dicts load strictly):
+Layout of one layer's weights (the same names, shapes and order as `nn.LSTM`, so state dicts load strictly):
 
-    weight_ih_l{k}  (4H, I) for layer 0, (4H, H) above     rows stacked in gate order i, f, g, o
+    weight_ih_l{k}  (4H, I) for layer 0, (4H, D*H) above     rows stacked in gate order i, f, g, o
     weight_hh_l{k}  (4H, H)
     bias_ih_l{k}, bias_hh_l{k}  (4H,)
+    weight_ih_l{k}_reverse, ...   the same four again for the reverse direction if bidirectional
 
-The input projection W_ih x_t + b_ih does not depend on the previous step, so it is computed for all
-time steps in one big matrix multiply before the loop ("hoisted"); only W_hh h_{t-1} stays inside.
-Introduced in chapter 1; the speed of this choice is measured in chapter 3.
+D is the number of directions: 1, or 2 if bidirectional.  The input projection W_ih x_t + b_ih does not
+depend on the previous step, so it is computed for all time steps in one big matrix multiply before the
+loop ("hoisted"); only W_hh h_{t-1} stays inside.  The reverse direction is the same layer run on the
+input reversed in time.  Introduced in chapter 1; the speed of this choice is measured in chapter 3.
+
+A `torch.nn.utils.rnn.PackedSequence` holds sequences of different lengths without padding, time-major:
+`data` holds step 0 of every sequence, then step 1 of those still running, and so on; `batch_sizes[t]`
+says how many sequences are still running at step t.  The sequences are sorted longest first, so the
+ones running at step t are always the first batch_sizes[t]:
+
+    sequences (lengths 3, 1, 2)     packed, sorted longest first (a, c, b)
+        a:  a0 a1 a2                    data             = [a0 c0 b0 | a1 c1 | a2]    (N, I), N = 6
+        b:  b0                          batch_sizes      = [3, 2, 1]
+        c:  c0 c1                       sorted_indices   = [0, 2, 1]   sorted row r is sequence sorted_indices[r]
+                                        unsorted_indices = [0, 2, 1]   sequence b is sorted row unsorted_indices[b]
+
+Chapters 7 and 9 build on this layout.
 """
+import numbers
 import warnings
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence
 
-from lstm_lab.cells import cell_update, check_same_device_dtype, init_uniform_
+from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype, init_uniform_
 
 
 def lstm_layer(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
@@ -35,96 +52,248 @@ def lstm_layer(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     return torch.stack(outputs), (h, c)
 
 
-class LSTM(nn.Module):
-    """Multi-layer unidirectional LSTM with `nn.LSTM`'s parameters, shapes and dropout rule.
+def packed_lstm_layer(data, batch_sizes, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+    """Run one LSTM layer over packed sequences: `lstm_layer` with a batch that shrinks as sequences end.
 
-    forward(x, hx=None) -> output, (h_n, c_n)
-        x       (T, B, I), or (B, T, I) if batch_first, or unbatched (T, I)
-        hx      (h_0, c_0), each (num_layers, B, H) — never batch-first, as in nn.LSTM; zeros if None
-        output  (T, B, H) (or (B, T, H) if batch_first): the top layer's h at every step
-        h_n, c_n (num_layers, B, H): every layer's state after the last step
-    Dropout is applied to each layer's output except the last, as in nn.LSTM.  Introduced in chapter 1.
+    data: (N, I), packed time-major (see the module docstring);  batch_sizes: (T,) int64 on the CPU;
+    h, c: (B, H) with B = batch_sizes[0], rows in sorted order.  Returns output (N, H), packed like data,
+    and the final (h, c), each (B, H): row b is sequence b's state after its own last step.
+    Introduced in chapter 1; chapters 7 and 9 use it."""
+    x_gates = F.linear(data, weight_ih, bias_ih)  # (N, 4H): input projection for every step at once
+    outputs, h_last, c_last = [], [], []
+    for x_gates_t in x_gates.split(batch_sizes.tolist()):  # (B_t, 4H): the B_t sequences still running
+        running = x_gates_t.shape[0]
+        if running < h.shape[0]:  # the last rows ended at the previous step: their state is final
+            h_last.append(h[running:])
+            c_last.append(c[running:])
+            h, c = h[:running], c[:running]
+        gates = x_gates_t + F.linear(h, weight_hh, bias_hh)  # (B_t, 4H): add the recurrent part
+        h, c = cell_update(gates, c)
+        outputs.append(h)
+    h_last.append(h)
+    c_last.append(c)
+    # the shortest sequences ended first and are the last rows: put the pieces back in row order
+    return torch.cat(outputs), (torch.cat(h_last[::-1]), torch.cat(c_last[::-1]))
+
+
+def reversed_packed_index(batch_sizes):
+    """The order of packed rows that reverses every sequence within its own length.
+
+    Row (step t, sequence b) of the result is row (step length_b - 1 - t, sequence b) of the input, so
+    `data[index]` is the packing of the reversed sequences, and indexing twice gives data back.
+    batch_sizes: (T,) int64 on the CPU.  Returns index (N,).  Introduced in chapter 1."""
+    starts = batch_sizes.cumsum(0) - batch_sizes  # (T,): where step t begins in data
+    step = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)  # (N,): each row's step
+    sequence = torch.arange(len(step)) - starts[step]  # (N,): each row's sequence (in sorted order)
+    lengths = torch.bincount(sequence)  # (B,): how many steps each sequence has
+    return starts[lengths[sequence] - 1 - step] + sequence
+
+
+def reverse_time(x, batch_sizes=None):
+    """Every sequence of x reversed in time.  x: (T, B, F), or packed data (N, F) with its batch_sizes."""
+    if batch_sizes is None:
+        return x.flip(0)
+    return x[reversed_packed_index(batch_sizes).to(x.device)]
+
+
+def run_direction(x, h, c, weights, batch_sizes=None, reverse=False):
+    """One direction of one layer.  x: (T, B, I), or packed data (N, I) if batch_sizes is given.
+
+    weights: (weight_ih, weight_hh, bias_ih, bias_hh).  The reverse direction is the same layer run on the
+    input reversed in time, its output reversed back; its final state is the state after step 0.
+    Returns output (T, B, H) or (N, H), and the final (h, c), each (B, H).  Introduced in chapter 1."""
+    if reverse:
+        output, state = run_direction(reverse_time(x, batch_sizes), h, c, weights, batch_sizes)
+        return reverse_time(output, batch_sizes), state
+    if batch_sizes is None:
+        return lstm_layer(x, h, c, *weights)
+    return packed_lstm_layer(x, batch_sizes, h, c, *weights)
+
+
+def autocast_dtype(device_type, packed=False):
+    """The dtype `nn.LSTM` runs in under `torch.autocast` on this device type, or None: as given.
+
+    nn.LSTM hands the whole recurrence to one fused kernel, and autocast casts that kernel's input, state
+    and weights (float32 ones; never float64), so output, h_n and c_n come back in the low precision:
+
+        CUDA  cuDNN, tensor or packed input                                     float16 by default
+        CPU   oneDNN, tensor input, while torch.backends.mkldnn is enabled       bfloat16 by default
+
+    A PackedSequence on CPU runs PyTorch's own step loop instead: its matrix multiplies autocast but its
+    output and state stay float32, which `lstm_layer` gives with no cast (F.linear autocasts by itself).
+    Introduced with mixed-precision training (chapter 7)."""
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    fused_kernel_autocasts = {"cuda": True, "cpu": onednn and not packed}
+    if not fused_kernel_autocasts.get(device_type, False) or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def check_dropout(dropout, num_layers):
+    """Raise a ValueError unless dropout is a probability, as nn.LSTM does; warn if it can have no effect."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise ValueError(f"dropout must be a float probability in [0, 1], got {dropout!r} "
+                         f"of type {type(dropout).__name__}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1], got {dropout}")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(f"dropout={dropout} has no effect with num_layers=1: dropout is only applied "
+                      "between stacked layers", UserWarning, stacklevel=3)
+
+
+class LSTM(nn.Module):
+    """Multi-layer LSTM with `nn.LSTM`'s arguments, parameters, shapes, dropout rule and autocast dtypes.
+
+    LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+         bidirectional=False, proj_size=0, device=None, dtype=None)          (proj_size must stay 0)
+
+    forward(x, hx=None) -> output, (h_n, c_n), with D = 2 if bidirectional else 1:
+        x       (T, B, I), or (B, T, I) if batch_first, or unbatched (T, I), or a PackedSequence
+        hx      (h_0, c_0), each (num_layers * D, B, H) — never batch-first, as in nn.LSTM; zeros if None.
+                For a PackedSequence, row b of hx is sequence b as the caller numbers it (before sorting).
+        output  (T, B, D*H) (or (B, T, D*H) if batch_first): the top layer's h at every step, forward
+                direction in [..., :H], reverse in [..., H:]; a PackedSequence packed like x if x is one
+        h_n, c_n (num_layers * D, B, H): each layer's final state, ordered layer 0 forward, layer 0 reverse,
+                layer 1 forward, ...; for packed input, each sequence's state after its own last step
+                (its step 0 for the reverse direction), rows in the caller's order.
+    Layer k > 0 reads the concatenation of both directions of layer k - 1.  Dropout is applied to each
+    layer's output except the last, as in nn.LSTM.  Under torch.autocast the output and state come back in
+    the dtype nn.LSTM returns (see `autocast_dtype`).  Introduced in chapter 1.
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__()
         if input_size < 1 or hidden_size < 1 or num_layers < 1:
             raise ValueError("input_size, hidden_size and num_layers must be positive, got "
                              f"{input_size}, {hidden_size}, {num_layers}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(f"dropout={dropout} has no effect with num_layers=1: dropout is only applied "
-                          "between stacked layers", UserWarning)
+        check_dropout(dropout, num_layers)
+        if proj_size != 0:
+            raise ValueError(f"lstm_lab.LSTM has no projections: proj_size must be 0, got {proj_size} "
+                             "(use torch.nn.LSTM for an LSTM with projections)")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
-        for k in range(num_layers):
-            layer_input = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size, layer_input)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.proj_size = bidirectional, 0
+        directions = 2 if bidirectional else 1
+        factory = {"device": device, "dtype": dtype}
+        for k in range(num_layers):  # in nn.LSTM's order: layer by layer, forward before reverse
+            layer_input = input_size if k == 0 else directions * hidden_size
+            shapes = {"weight_ih": (4 * hidden_size, layer_input), "weight_hh": (4 * hidden_size, hidden_size)}
             if bias:
-                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
-                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+                shapes.update(bias_ih=(4 * hidden_size,), bias_hh=(4 * hidden_size,))
+            for suffix in [f"_l{k}", f"_l{k}_reverse"][:directions]:
+                for name, shape in shapes.items():
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
 
     def reset_parameters(self):
         init_uniform_(self.parameters(), self.hidden_size)
 
-    def layer_weights(self, k):
-        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; the biases are None if bias=False."""
-        weight_ih, weight_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
+    def flatten_parameters(self):
+        """Does nothing, on purpose: there is nothing to flatten.
+
+        nn.LSTM copies its weights into one contiguous buffer for cuDNN, and scripts written for it call
+        this (pytorch/examples' word_language_model among them; many at the start of every forward).  Here
+        every weight is its own tensor, used as it is, so the call only has to exist."""
+
+    def layer_weights(self, k, reverse=False):
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k in one direction; the biases are None if bias=False."""
+        suffix = f"_l{k}_reverse" if reverse else f"_l{k}"
+        weight_ih, weight_hh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
         if not self.bias:
             return weight_ih, weight_hh, None, None
-        return weight_ih, weight_hh, getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
+        return weight_ih, weight_hh, getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)
 
     def forward(self, x, hx=None):
-        x, hx, unbatched = self._check_and_batch(x, hx)  # x: (T, B, I), hx: 2 x (L, B, H)
+        if isinstance(x, PackedSequence):
+            return self._forward_packed(x, hx)
+        x, unbatched = self._check_and_batch(x)  # (T, B, I)
+        state = self._state_or_zeros(hx, x, x.shape[1], unbatched)  # 2 x (L*D, B, H)
+        x, (h_0, c_0) = self._autocast_and_check(x, state, autocast_dtype(x.device.type))
+        output, (h_n, c_n) = self._run_layers(x, h_0, c_0)
+        if unbatched:
+            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        return (output.transpose(0, 1) if self.batch_first else output), (h_n, c_n)
+
+    def _forward_packed(self, packed, hx):
+        """forward for a PackedSequence: rows of hx and h_n follow the caller's order, packed rows sorted order."""
+        data, batch_sizes, sorted_indices, unsorted_indices = packed  # data (N, I)
+        self._check_features(data)
+        state = self._state_or_zeros(hx, data, int(batch_sizes[0]))  # 2 x (L*D, B, H)
+        data, (h_0, c_0) = self._autocast_and_check(data, state, autocast_dtype(data.device.type, packed=True))
+        if sorted_indices is not None:  # row r of the packed batch is sequence sorted_indices[r]
+            h_0, c_0 = h_0.index_select(1, sorted_indices), c_0.index_select(1, sorted_indices)
+        output, (h_n, c_n) = self._run_layers(data, h_0, c_0, batch_sizes)
+        if unsorted_indices is not None:  # back to the caller's order
+            h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+        return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), (h_n, c_n)
+
+    def _run_layers(self, x, h_0, c_0, batch_sizes=None):
+        """Every layer and direction in turn.  x: (T, B, I), or packed data (N, I) with batch_sizes.
+
+        h_0, c_0: (L*D, B, H).  Returns the top layer's output, (T, B, D*H) or (N, D*H), and (h_n, c_n),
+        each (L*D, B, H) in nn.LSTM's order: layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
+        directions = (False, True) if self.bidirectional else (False,)  # reverse?
         h_n, c_n = [], []
         for k in range(self.num_layers):
-            x, (h, c) = lstm_layer(x, hx[0][k], hx[1][k], *self.layer_weights(k))
-            h_n.append(h)
-            c_n.append(c)
+            outputs = []
+            for reverse in directions:
+                j = len(h_n)  # this layer and direction's row in h_0, c_0, h_n and c_n
+                weights = self.layer_weights(k, reverse)
+                output, (h, c) = run_direction(x, h_0[j], c_0[j], weights, batch_sizes, reverse)
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c)
+            x = torch.cat(outputs, dim=-1)  # (T, B, D*H): the next layer reads both directions
             if k < self.num_layers - 1 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)  # between layers only
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)  # (L, B, H) each
-        if unbatched:
-            return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
+        return x, (torch.stack(h_n), torch.stack(c_n))
 
-    def _check_and_batch(self, x, hx):
-        """Validate shapes, devices and dtypes; return time-major batched x, a full state, and a flag."""
+    def _check_features(self, x):
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"LSTM input must have input_size={self.input_size} features in its last "
+                             f"dimension, got shape {tuple(x.shape)}")
+
+    def _check_and_batch(self, x):
+        """Validate the input's type and shape; return it time-major and batched, (T, B, I), and a flag."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"LSTM input must be a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"LSTM input must be a torch.Tensor or a PackedSequence, got {type(x).__name__}")
         layout = "(batch_size, seq_len, input_size)" if self.batch_first else "(seq_len, batch_size, input_size)"
         if x.dim() not in (2, 3):
             raise ValueError(f"LSTM input must be 3-D {layout} or unbatched 2-D (seq_len, input_size), "
                              f"got {x.dim()}-D input of shape {tuple(x.shape)}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"LSTM input must have input_size={self.input_size} features in its last "
-                             f"dimension, got shape {tuple(x.shape)}")
+        self._check_features(x)
         time_dim = 1 if (x.dim() == 3 and self.batch_first) else 0
         if x.shape[time_dim] == 0:
             raise ValueError(f"LSTM input has no time steps: shape {tuple(x.shape)}")
-        weight = self.weight_ih_l0
-        check_same_device_dtype({"input": x}, (weight.device, weight.dtype, "the LSTM's weights"))
         unbatched = x.dim() == 2
         x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
-        batch_size = x.shape[1]
-        if hx is None:
-            zeros = x.new_zeros(self.num_layers, batch_size, self.hidden_size)
-            return x, (zeros, zeros), unbatched
-        return x, self._check_state(hx, batch_size, unbatched, x), unbatched
+        return x, unbatched
 
-    def _check_state(self, hx, batch_size, unbatched, x):
+    def _state_or_zeros(self, hx, x, batch_size, unbatched=False):
+        """(h_0, c_0), each (L*D, B, H): hx after checking its shapes, or zeros like x if hx is None."""
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        if hx is None:
+            zeros = x.new_zeros(layers, batch_size, self.hidden_size)
+            return zeros, zeros
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise ValueError("LSTM state must be a pair (h_0, c_0) of tensors")
-        expected = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, batch_size, self.hidden_size)
+        expected = (layers, self.hidden_size) if unbatched else (layers, batch_size, self.hidden_size)
+        layers_name = "num_layers * 2" if self.bidirectional else "num_layers"
         for name, state in zip(("h_0", "c_0"), hx):
             if tuple(state.shape) != expected:
-                raise ValueError(f"LSTM state {name} must have shape {expected} (num_layers, batch_size, "
+                raise ValueError(f"LSTM state {name} must have shape {expected} ({layers_name}, batch_size, "
                                  f"hidden_size) — never batch-first — got {tuple(state.shape)}")
-        check_same_device_dtype({"h_0": hx[0], "c_0": hx[1]}, (x.device, x.dtype, "the input"))
         return tuple(s.unsqueeze(1) for s in hx) if unbatched else tuple(hx)
+
+    def _autocast_and_check(self, x, state, dtype):
+        """Cast input and state to dtype as autocast would (None: no cast), then check devices and dtypes."""
+        x, h_0, c_0 = (t.to(autocast_dtype_for(t.dtype, dtype)) for t in (x, *state))
+        weight = self.weight_ih_l0
+        weight_dtype = autocast_dtype_for(weight.dtype, dtype)  # what F.linear will cast the weights to
+        check_same_device_dtype({"input": x}, (weight.device, weight_dtype, "the LSTM's weights"))
+        check_same_device_dtype({"h_0": h_0, "c_0": c_0}, (x.device, x.dtype, "the input"))
+        return x, (h_0, c_0)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -134,4 +303,6 @@ class LSTM(nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         return s

@@ -107,18 +107,26 @@ def random_lstm_problem(seq_len, batch_size, input_size, hidden_size, seed=0):
     return {name: rng.standard_normal(shape) for name, shape in shapes.items()}
 
 
+INPUTS = ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh")  # what a problem's loss is differentiated by
+
+
+def hand_gradients(problem, tanh_grad=lambda g: 1 - g ** 2):
+    """The gradients of a `random_lstm_problem`'s loss by the hand-written backward pass.
+
+    Returns {name: array} for every name in INPUTS; tanh_grad is passed on to `lstm_backward` (chapter 2
+    swaps in a misprinted one).  Introduced in chapter 2."""
+    _, _, cache = lstm_forward(*(problem[name] for name in INPUTS))
+    return lstm_backward(problem["R_hs"], problem["R_h"], problem["R_c"], cache, tanh_grad)
+
+
 def gradient_check(problem, eps=1e-6, tanh_grad=lambda g: 1 - g ** 2):
-    """Compare `lstm_backward` with central differences on every input of `problem`.
+    """Compare `hand_gradients` with central differences on every input of `problem`.
 
     problem: a dict from `random_lstm_problem`; tanh_grad is passed on to `lstm_backward`.
     Returns {name: relative error}.  Introduced in chapter 2."""
-    inputs = ["x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh"]
-
     def loss():
-        hs, (h_T, c_T), _ = lstm_forward(*(problem[name] for name in inputs))
+        hs, (h_T, c_T), _ = lstm_forward(*(problem[name] for name in INPUTS))
         return np.sum(hs * problem["R_hs"]) + np.sum(h_T * problem["R_h"]) + np.sum(c_T * problem["R_c"])
 
-    _, _, cache = lstm_forward(*(problem[name] for name in inputs))
-    analytic = lstm_backward(problem["R_hs"], problem["R_h"], problem["R_c"], cache, tanh_grad)
-    return {name: relative_error(analytic[name], numerical_gradient(loss, problem[name], eps))
-            for name in inputs}
+    analytic = hand_gradients(problem, tanh_grad)
+    return {name: relative_error(analytic[name], numerical_gradient(loss, problem[name], eps)) for name in INPUTS}

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from lstm_lab.numpy_lstm import (gradient_check, lstm_backward, lstm_forward, numerical_gradient,
-                                 random_lstm_problem, relative_error, sigmoid)
+from lstm_lab.numpy_lstm import (INPUTS, gradient_check, hand_gradients, lstm_backward, lstm_forward,
+                                 numerical_gradient, random_lstm_problem, relative_error, sigmoid)
+from lstm_lab.reference import NUMPY_NAMES, autograd_gradients
 
 SIZES = [  # (seq_len, batch_size, input_size, hidden_size)
     (1, 1, 1, 1), (1, 2, 3, 4), (4, 1, 2, 1), (5, 3, 4, 3), (8, 2, 1, 5),
 ]
-INPUTS = ["x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh"]
 
 
 @pytest.mark.parametrize("sizes", SIZES)
@@ -22,30 +22,32 @@ def test_backward_matches_finite_differences(sizes):
 
 
 @pytest.mark.parametrize("sizes", SIZES)
-def test_forward_and_backward_match_torch_autograd(sizes):
+def test_forward_matches_torch(sizes):
     p = random_lstm_problem(*sizes, seed=7)
-    hs, (h_T, c_T), cache = lstm_forward(*(p[name] for name in INPUTS))
-    grads = lstm_backward(p["R_hs"], p["R_h"], p["R_c"], cache)
-
+    hs, (h_T, c_T), _ = lstm_forward(*(p[name] for name in INPUTS))
     T, B, I = p["x"].shape
-    H = p["h0"].shape[1]
-    lstm = nn.LSTM(I, H).double()
-    with torch.no_grad():
-        for name, key in [("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"), ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")]:
-            getattr(lstm, key).copy_(torch.from_numpy(p[name]))
-    x, h0, c0 = (torch.tensor(p[n], requires_grad=True) for n in ("x", "h0", "c0"))
-    out, (h_n, c_n) = lstm(x, (h0[None], c0[None]))
-    loss = (out * torch.from_numpy(p["R_hs"])).sum() + (h_n[0] * torch.from_numpy(p["R_h"])).sum() \
-        + (c_n[0] * torch.from_numpy(p["R_c"])).sum()
-    loss.backward()
-
+    lstm = nn.LSTM(I, p["h0"].shape[1]).double()
+    lstm.load_state_dict({key: torch.from_numpy(p[name]) for key, name in NUMPY_NAMES.items()})
+    out, (h_n, c_n) = lstm(torch.from_numpy(p["x"]), (torch.from_numpy(p["h0"])[None], torch.from_numpy(p["c0"])[None]))
     assert relative_error(hs, out.detach().numpy()) < 1e-12
     assert relative_error(c_T, c_n[0].detach().numpy()) < 1e-12
-    torch_grads = {"x": x.grad, "h0": h0.grad, "c0": c0.grad, "W_ih": lstm.weight_ih_l0.grad,
-                   "W_hh": lstm.weight_hh_l0.grad, "b_ih": lstm.bias_ih_l0.grad, "b_hh": lstm.bias_hh_l0.grad}
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_backward_matches_torch_autograd(sizes):
+    p = random_lstm_problem(*sizes, seed=7)
+    grads, reference = hand_gradients(p), autograd_gradients(p)
+    assert set(grads) == set(reference) == set(INPUTS)
     for name in INPUTS:
         assert grads[name].shape == p[name].shape, name
-        assert relative_error(grads[name], torch_grads[name].numpy()) < 1e-10, name
+        assert relative_error(grads[name], reference[name]) < 1e-10, name
+
+
+def test_autograd_gradients_see_a_change_in_the_loss_weights():
+    p = random_lstm_problem(3, 2, 2, 2, seed=1)
+    before = autograd_gradients(p)["W_hh"]
+    p["R_c"] = 2 * p["R_c"]
+    assert relative_error(autograd_gradients(p)["W_hh"], before) > 1e-3
 
 
 def test_a_wrong_backward_fails_the_check():

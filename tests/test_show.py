@@ -25,5 +25,5 @@ def test_public_members_are_the_module_own_and_not_private():
 def test_api_reference_lists_signatures_and_docstrings():
     text = api_reference([lstm_lab.cells]).data
     assert "## `lstm_lab.cells`" in text
-    assert "def cell_update(gates, c)" in text and "class LSTMCell(input_size, hidden_size, bias=True)" in text
+    assert "def cell_update(gates, c)" in text and "class LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)" in text
     assert declaration("Oops", type("Oops", (ValueError,), {})) == "class Oops(ValueError)"
