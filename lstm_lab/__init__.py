@@ -2,6 +2,7 @@
 
 The package behind the LSTM Lab book.  Each module holds one concept (the chapter that introduces it):
 
+    init        every initialisation: PyTorch's, Zaremba's, the forget-gate bias      (1, 2, 6)
     cells       LSTMCell (drop-in for nn.LSTMCell) and the two teaching notations          (1)
     lstm        LSTM (drop-in for nn.LSTM: bidirectional, packed), input projection hoisted (1)
     widgets     the gate explorer: what the cell state remembers                            (1)

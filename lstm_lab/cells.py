@@ -17,22 +17,13 @@ Three ways to store the weights:
 
 The 4H rows are stacked in gate order i, f, g, o, so one matrix multiply computes all four gates.
 """
-import math
-
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from lstm_lab.init import init_uniform_
+
 GATES = ("i", "f", "g", "o")  # PyTorch's gate order along the 4H axis
-
-
-def init_uniform_(parameters, hidden_size):
-    """Initialise every tensor in `parameters` from U(-1/sqrt(H), 1/sqrt(H)), as `nn.LSTMCell` does.
-
-    Introduced in chapter 1."""
-    bound = 1.0 / math.sqrt(hidden_size)
-    for p in parameters:
-        nn.init.uniform_(p, -bound, bound)
 
 
 def cell_update(gates, c):
@@ -287,3 +278,44 @@ class ConcatLSTMCell(_Cell):
                 if value is not None:
                     getattr(cell, name).copy_(value)
         return cell
+
+
+def unroll(cell, x, state):
+    """Run a cell over a sequence: x (T, B, I) from state (h, c), each (B, H).
+
+    cell(x_t, (h, c)) -> (h, c) is any LSTM cell (this module's, `nn.LSTMCell`, or a function).
+    Returns every h_t and every c_t, each stacked to (T, B, H).  Introduced in chapter 1."""
+    h, c = state
+    hs, cs = [], []
+    for x_t in x:
+        h, c = cell(x_t, (h, c))
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(hs), torch.stack(cs)
+
+
+def tf_basic_lstm_step(x_t, h, c, kernel, bias, forget_bias=1.0):
+    """One step of TensorFlow 1's `BasicLSTMCell`, written out: its own weight layout and gate order.
+
+    kernel (I + H, 4H) multiplies the concatenation [x, h] (input first); columns in gate order i, j, f, o
+    (j is the candidate, PyTorch's g); one bias (4H,); `forget_bias` is added to the forget gate's
+    pre-activation inside the cell.  Returns (h, c), each (B, H).  Introduced in chapter 1 (exercise 4)."""
+    i, j, f, o = (torch.cat([x_t, h], dim=1) @ kernel + bias).chunk(4, dim=1)
+    c = c * torch.sigmoid(f + forget_bias) + torch.sigmoid(i) * torch.tanh(j)
+    return torch.tanh(c) * torch.sigmoid(o), c
+
+
+def from_tf_basic_lstm(kernel, bias, input_size, forget_bias=1.0):
+    """Convert a TensorFlow 1 `BasicLSTMCell`'s (kernel, bias) into (weight_ih, weight_hh, bias_ih, bias_hh)
+    for `LSTMCell` / `nn.LSTMCell`: the same function, in PyTorch's layout.
+
+    Transpose the kernel to (4H, I + H) and split its columns into the x part and the h part; reorder the
+    row blocks from (i, j, f, o) to (i, f, g, o); fold the constant forget bias into the forget rows of
+    bias_ih (bias_hh is zero).  Introduced in chapter 1 (exercise 4)."""
+    if kernel.dim() != 2 or kernel.shape[1] % 4 or kernel.shape[0] != input_size + kernel.shape[1] // 4:
+        raise ValueError(f"kernel must be (input_size + H, 4H) = ({input_size} + H, 4H), got {tuple(kernel.shape)}")
+    i, j, f, o = kernel.T.chunk(4, dim=0)  # (H, I + H) each
+    W = torch.cat([i, f, j, o])  # (4H, I + H) in PyTorch's gate order
+    b_i, b_j, b_f, b_o = bias.chunk(4)
+    b = torch.cat([b_i, b_f + forget_bias, b_j, b_o])
+    return W[:, :input_size], W[:, input_size:], b, torch.zeros_like(b)

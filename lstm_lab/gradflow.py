@@ -27,40 +27,6 @@ def tanh_rnn_layer(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     return torch.stack(outputs), h
 
 
-def _bias_pairs(lstm):
-    """[(bias_ih, bias_hh), ...] of an LSTM or LSTM cell, one pair per layer, from its parameter names."""
-    params = dict(lstm.named_parameters())
-    pairs = [(p, params[name.replace("bias_ih", "bias_hh")])
-             for name, p in params.items() if name.startswith("bias_ih")]
-    if not pairs:
-        raise ValueError(f"{type(lstm).__name__} has no bias_ih/bias_hh parameters "
-                         "(was it built with bias=False?)")
-    return pairs
-
-
-def set_forget_bias(lstm, value):
-    """Make the forget gate's total bias b_if + b_hf equal to `value` in every layer, in place.
-
-    lstm: `lstm_lab.LSTM`, `nn.LSTM`, `lstm_lab.LSTMCell` or `nn.LSTMCell` (gate order i, f, g, o, so the
-    forget rows are H:2H).  Only the sum reaches the gate, so b_if is set to `value` and b_hf to 0;
-    filling both with `value` would give an effective bias of 2 * value.  Every other parameter is left
-    untouched.  Returns `lstm`.  Introduced in chapter 2."""
-    H = lstm.hidden_size
-    with torch.no_grad():
-        for bias_ih, bias_hh in _bias_pairs(lstm):
-            bias_ih[H:2 * H] = value  # rows H:2H are the forget gate
-            bias_hh[H:2 * H] = 0.0
-    return lstm
-
-
-def forget_bias(lstm):
-    """The effective forget-gate bias b_if + b_hf of every layer: a (num_layers, H) tensor.
-
-    Introduced in chapter 2."""
-    H = lstm.hidden_size
-    return torch.stack([(b_ih + b_hh)[H:2 * H].detach() for b_ih, b_hh in _bias_pairs(lstm)])
-
-
 def forget_gate_activations(lstm, x):
     """The forget gate f_t of the first layer at every step, for input x (T, B, I): a (T, B, H) tensor.
 

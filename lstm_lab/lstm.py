@@ -33,7 +33,8 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype, init_uniform_
+from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype
+from lstm_lab.init import init_uniform_
 
 
 def lstm_layer(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):

@@ -4,6 +4,7 @@ Introduced in chapter 6.
 """
 from torch import nn
 
+from lstm_lab.init import init_uniform_all_
 from lstm_lab.lstm import LSTM
 
 
@@ -49,12 +50,6 @@ class LanguageModel(nn.Module):
         weight = self.decoder.weight
         zeros = weight.new_zeros(self.config.num_layers, batch_size, self.config.hidden_size)
         return zeros, zeros.clone()
-
-
-def init_uniform_all_(model, init_range):
-    """Every parameter, biases included, from U(-init_range, init_range): Zaremba's init (forget bias 0)."""
-    for p in model.parameters():
-        nn.init.uniform_(p, -init_range, init_range)
 
 
 def detach_state(state):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lstm_lab import ConcatLSTMCell, GateLSTMCell, LSTMCell, concat_to_fused, fused_to_concat
+from lstm_lab.cells import from_tf_basic_lstm, tf_basic_lstm_step, unroll
 
 SIZES = [  # (batch_size, input_size, hidden_size)
     (1, 1, 1), (1, 3, 5), (4, 1, 7), (3, 8, 2), (16, 10, 32),
@@ -129,3 +130,50 @@ def test_cell_rejects_bad_input_with_a_clear_message(cell_class):
         cell(torch.randn(2, 3, device="meta"))
     with pytest.raises(TypeError, match="torch.Tensor"):
         cell([[1.0, 2.0, 3.0]])
+
+
+def test_unroll_runs_a_cell_over_a_sequence_like_nn_lstm():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4).double()
+    cell = LSTMCell(3, 4).double()
+    cell.load_state_dict({k.replace("_l0", ""): v for k, v in lstm.state_dict().items()})
+    x, h0, c0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    hs, cs = unroll(cell, x, (h0, c0))
+    output, (h_n, c_n) = lstm(x, (h0[None], c0[None]))
+    assert hs.shape == cs.shape == (5, 2, 4)
+    torch.testing.assert_close(hs, output, atol=1e-12, rtol=0)
+    torch.testing.assert_close(cs[-1], c_n[0], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("forget_bias", [0.0, 1.0])
+def test_tensorflow_basic_lstm_weights_convert_exactly(forget_bias):
+    I, H = 3, 4
+    kernel, bias = torch.randn(I + H, 4 * H, dtype=torch.float64), torch.randn(4 * H, dtype=torch.float64)
+    converted = LSTMCell(I, H).double()
+    with torch.no_grad():
+        for name, value in zip(["weight_ih", "weight_hh", "bias_ih", "bias_hh"],
+                               from_tf_basic_lstm(kernel, bias, I, forget_bias)):
+            getattr(converted, name).copy_(value)
+    x, state = torch.randn(6, 2, I, dtype=torch.float64), (torch.randn(2, H, dtype=torch.float64),) * 2
+    h_tf, c_tf = unroll(lambda x_t, hc: tf_basic_lstm_step(x_t, *hc, kernel, bias, forget_bias), x, state)
+    h_ours, c_ours = unroll(converted, x, state)
+    torch.testing.assert_close(h_ours, h_tf, atol=1e-12, rtol=0)
+    torch.testing.assert_close(c_ours, c_tf, atol=1e-12, rtol=0)
+
+
+def test_tensorflow_conversion_with_the_gate_order_left_alone_is_wrong():
+    # the test above would catch a conversion that keeps TF's i, j, f, o order: check it can fail
+    I, H = 2, 3
+    kernel, bias = torch.randn(I + H, 4 * H, dtype=torch.float64), torch.randn(4 * H, dtype=torch.float64)
+    cell = LSTMCell(I, H).double()
+    with torch.no_grad():
+        cell.weight_ih.copy_(kernel.T[:, :I]); cell.weight_hh.copy_(kernel.T[:, I:])
+        cell.bias_ih.copy_(bias); cell.bias_hh.zero_()
+    x, state = torch.randn(4, 2, I, dtype=torch.float64), (torch.zeros(2, H, dtype=torch.float64),) * 2
+    h_tf, _ = unroll(lambda x_t, hc: tf_basic_lstm_step(x_t, *hc, kernel, bias), x, state)
+    assert (unroll(cell, x, state)[0] - h_tf).abs().max() > 1e-3
+
+
+def test_tensorflow_kernel_of_the_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match=r"kernel must be \(input_size \+ H, 4H\)"):
+        from_tf_basic_lstm(torch.randn(5, 8), torch.randn(8), input_size=4)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from lstm_lab import LSTM, LSTMCell
-from lstm_lab.gradflow import (decay_per_step, forget_bias, forget_gate_activations, geometric_mean,
-                               gradient_norms_over_seeds, gradient_norms_through_time, set_forget_bias,
-                               tanh_rnn_layer)
+from lstm_lab.gradflow import (decay_per_step, forget_gate_activations, geometric_mean, gradient_norms_over_seeds,
+                               gradient_norms_through_time, tanh_rnn_layer)
+from lstm_lab.init import forget_bias, set_forget_bias
 
 
 def test_tanh_rnn_layer_matches_nn_rnn():
@@ -131,3 +131,11 @@ def test_forget_gate_activations_match_a_step_by_step_unroll(make):
 def test_geometric_mean_averages_in_log_space():
     np.testing.assert_allclose(geometric_mean(np.array([[1.0, 1e-10], [100.0, 1e-20]])), [10.0, 1e-15])
     np.testing.assert_allclose(geometric_mean(np.array([2.0, 3.0])), [2.0, 3.0])
+
+
+def test_every_initialisation_lives_in_lstm_lab_init():
+    import lstm_lab.cells, lstm_lab.gradflow, lstm_lab.model
+    for module in (lstm_lab.cells, lstm_lab.gradflow, lstm_lab.model):
+        defined = {name for name, obj in vars(module).items()
+                   if callable(obj) and getattr(obj, "__module__", None) == module.__name__}
+        assert not {n for n in defined if "init" in n or "forget_bias" in n} - {"__init__"}, module.__name__
