@@ -2,6 +2,8 @@
 
 Introduced in chapter 6.
 """
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -40,6 +42,10 @@ class Vocab:
     def decode(self, ids):
         """List of tokens for a sequence of ids."""
         return [self.itos[int(i)] for i in ids]
+
+    def sha256(self):
+        """Hex sha256 of the tokens in id order: a checkpoint stores it to name the vocabulary it was trained with."""
+        return hashlib.sha256(json.dumps(self.itos, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def word_tokens(text, eos=EOS):

@@ -8,6 +8,7 @@ a download goes to a temporary file that is renamed into place only once its has
 corrupt download never leaves a half-written file behind.  Introduced in chapter 6.
 """
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -15,6 +16,11 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+
+try:
+    import fcntl  # file locks (Linux, macOS); Windows has no fcntl, and there nothing is locked
+except ImportError:
+    fcntl = None
 
 from tqdm.auto import tqdm
 
@@ -39,6 +45,10 @@ class DataNotFoundError(FileNotFoundError):
     """A data file is nowhere to be found and may not be downloaded."""
 
 
+class IncompleteDownloadError(DataNotFoundError):
+    """The connection broke before the whole file arrived."""
+
+
 def default_data_dir():
     """The repository's data/ folder when lstm_lab runs from a checkout, else ./data (pip-installed, e.g. Colab)."""
     repo = Path(__file__).resolve().parent.parent
@@ -48,8 +58,12 @@ def default_data_dir():
 def data_dirs(data_dir=None, repo_data=None):
     """The folders searched for data, in order: `data_dir` (default $LSTM_LAB_DATA) then the repo's data/.
 
-    Downloads go to the last one."""
+    Downloads go to the last one.  $LSTM_LAB_DATA naming a folder that does not exist raises DataNotFoundError
+    (a mistyped path would otherwise be skipped silently, and the corpus downloaded again)."""
     first = data_dir if data_dir is not None else os.environ.get("LSTM_LAB_DATA")
+    if data_dir is None and first and not Path(first).is_dir():
+        raise DataNotFoundError(f"$LSTM_LAB_DATA is {first}, which is not a folder: point it at the folder that "
+                                f"holds the corpora, or unset it to use {repo_data or default_data_dir()}")
     return [Path(d) for d in (first, repo_data or default_data_dir()) if d]
 
 
@@ -78,18 +92,52 @@ def check_file(path, spec, dest=None):
     return Path(path)
 
 
+def try_lock(f):
+    """Lock the open file `f` for this process, without waiting; True if we hold the lock now.
+
+    The operating system drops the lock when the file is closed or the process ends, however it ends (kill -9
+    included), so a lock never outlives its holder.  Where there are no file locks (Windows) it returns True."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another open file holds it
+        return False
+    return True
+
+
+def remove_stale_parts(folder, name="*"):
+    """Delete the temporary `.NAME.*.part` files in `folder` that writers killed mid-write left behind.
+
+    A writer holds a lock on its .part file while it writes (see `write_atomically`), so one we can lock has no
+    writer any more.  Without file locks (Windows) nothing is deleted: a live writer's file cannot be told apart."""
+    if fcntl is None:
+        return
+    for part in Path(folder).glob(f".{name}.*.part"):
+        try:
+            with open(part, "rb") as f:
+                if try_lock(f):
+                    part.unlink(missing_ok=True)
+        except FileNotFoundError:  # its writer finished in the meantime and renamed it
+            continue
+
+
 def write_atomically(dest, write, spec=None):
     """Call write(file) on a temporary file beside `dest`, check its hash against `spec`, then rename it in.
 
-    On any error the temporary file is removed, so `dest` is either complete and checked, or absent."""
+    On any error the temporary file is removed, so `dest` is either complete and checked, or absent.  A
+    temporary file left by a writer that was killed is removed by the next write to `dest`."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(dest.parent, dest.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            try_lock(f)  # held until the file is closed: marks the .part file as in use
             write(f)
-        if spec is not None:
-            check_file(tmp, spec, dest)
+            f.flush()
+            if spec is not None:
+                check_file(tmp, spec, dest)
         os.replace(tmp, dest)  # atomic on POSIX and Windows: readers see the old state or the new file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -97,19 +145,44 @@ def write_atomically(dest, write, spec=None):
     return dest
 
 
+def copy_body(response, f, total, desc, progress):
+    """Copy an HTTP response's body into the open file `f`: (bytes received, whether the connection broke).
+
+    total: the size expected, or None.  A connection that breaks early ends the body too soon (Python 3.11's
+    read returns b"") or raises (IncompleteRead, ConnectionResetError, a timeout); both count as broken."""
+    received = 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+        while True:
+            try:
+                chunk = response.read(1 << 16)
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError):
+                return received, True
+            if not chunk:
+                return received, total is not None and received < total
+            f.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+
+
 def download(url, dest, spec=None, progress=True, timeout=60):
-    """Download `url` to `dest` atomically, with a progress bar, checked against `spec` if given."""
+    """Download `url` to `dest` atomically, with a progress bar, checked against `spec` if given.
+
+    A connection that breaks early raises IncompleteDownloadError saying how many bytes arrived."""
+    fix = how_to_place(spec, dest) if spec else ""
+
     def write(f):
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=Path(dest).name, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    f.write(chunk)
-                    bar.update(len(chunk))
+            total = int(response.headers.get("Content-Length") or 0) or (spec.bytes if spec else None)
+            received, broken = copy_body(response, f, total, Path(dest).name, progress)
+        if broken:
+            of_total = f" of {total:,}" if total else ""
+            raise IncompleteDownloadError(f"the connection broke while downloading {url}: {received:,}{of_total} "
+                                          f"bytes arrived, so {dest} was not written. Try again. {fix}")
     try:
         return write_atomically(dest, write, spec)
-    except OSError as error:  # URLError and HTTPError are OSErrors
-        fix = how_to_place(spec, dest) if spec else ""
+    except IncompleteDownloadError:
+        raise
+    except (OSError, http.client.HTTPException) as error:  # URLError and HTTPError are OSErrors
         raise DataNotFoundError(f"could not download {url} to {dest}: {error}. {fix}") from error
 
 

@@ -15,9 +15,41 @@ def on_colab():
 def pick_device(prefer=None):
     """The device to run on: `prefer` if given (e.g. "cpu"), else CUDA if available, else CPU.
 
-    `$LSTM_LAB_DEVICE` overrides the automatic choice.  Introduced in chapter 1."""
-    name = prefer or os.environ.get("LSTM_LAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    `$LSTM_LAB_DEVICE` overrides the automatic choice.  A device this machine does not have raises ValueError
+    (see `check_device`).  Introduced in chapter 1."""
+    if prefer:
+        return check_device(prefer)
+    if os.environ.get("LSTM_LAB_DEVICE"):
+        try:
+            return check_device(os.environ["LSTM_LAB_DEVICE"])
+        except ValueError as error:
+            raise ValueError(f"$LSTM_LAB_DEVICE: {error}") from None
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(name):
+    """torch.device(name) if this machine has that device, else ValueError saying what was expected."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}: expected cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        check_cuda_device(device)
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: this machine has no Apple GPU (mps); use cpu")
+    elif device.type not in ("cpu", "mps"):
+        raise ValueError(f"unsupported device {name!r}: expected cpu, cuda, cuda:N or mps")
+    return device
+
+
+def check_cuda_device(device):
+    """Raise ValueError unless CUDA is available and `device` (e.g. cuda:1) is one of its GPUs."""
+    if not torch.cuda.is_available():
+        why = "this torch was built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise ValueError(f"{device}: CUDA is not available ({why}); use cpu")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"{device}: this machine has {count} CUDA device(s): expected cuda:0 to cuda:{count - 1}")
 
 
 def seed_everything(seed):

@@ -130,6 +130,11 @@ def new_run_state(config):
     return {"epoch": 0, "lr": config.lr, "best_valid_nll": math.inf, "bad_epochs": 0, "history": []}
 
 
+def best_epoch(history):
+    """The epoch with the best validation loss so far (the last one that improved it), or 0 if none did."""
+    return max((r["epoch"] for r in history if r["improved"]), default=0)
+
+
 def train(model, data, config, device=None, run_state=None, optimizer=None, on_epoch=None, progress=True):
     """Train `model` on data["train"] for config.epochs epochs, validating on data["valid"] after each.
 

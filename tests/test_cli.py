@@ -50,6 +50,46 @@ def test_bench_forwards_its_arguments(monkeypatch):
     assert seen == [["--quick", "--out", "x.json"]]
 
 
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["generate", "--out", "x", "--device", "foo"], "argument --device: unknown device 'foo': expected cpu, cuda"),
+    pytest.param(["evaluate", "--out", "x", "--device", "cuda"], "argument --device: cuda: CUDA is not available",
+                 marks=NO_CUDA),
+    (["train", "--preset", "smoke", "--out", "x", "--seed", "-1"], "argument --seed: expected an integer from 0 to "
+                                                                   "4294967295, got -1"),
+    (["generate", "--out", "x", "--seed", "-1"], "argument --seed: expected an integer from 0"),
+    (["generate", "--out", "x", "--prompt", ""], "argument --prompt: expected at least one space-separated token"),
+    (["generate", "--out", "x", "--prompt", "  "], "argument --prompt: expected at least one space-separated token"),
+    (["generate", "--out", "x", "--temperature", "nan"], "argument --temperature: must be positive and finite, "
+                                                         "got nan"),
+    (["generate", "--out", "x", "--temperature", "inf"], "must be positive and finite, got inf"),
+    (["train", "--preset", "smoke", "--out", "x", "--threads", "32768"],
+     f"argument --threads: expected 1 to {os.cpu_count()} (the CPU cores of this machine), got 32768"),
+    (["evaluate", "--out", "x", "--data-dir", "/no/such/folder"],
+     "argument --data-dir: /no/such/folder is not a folder"),
+])
+def test_bad_values_end_in_one_line_before_anything_is_loaded(argv, expected, capsys, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("data or a run was loaded before the command line was checked")
+    for name in ("load_corpus", "load_run", "load_checkpoint"):
+        monkeypatch.setattr(f"lstm_lab.cli.{name}", must_not_run)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_a_bad_device_in_the_environment_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setenv("LSTM_LAB_DEVICE", "gpu")
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--out", "x"])
+    assert info.value.code == 2
+    assert "$LSTM_LAB_DEVICE: unknown device 'gpu': expected cpu, cuda" in capsys.readouterr().err
+
+
 def test_missing_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="holds no checkpoint.pt"):
         main(["generate", "--out", str(tmp_path / "nothing")])
@@ -80,25 +120,28 @@ def test_train_evaluate_generate_end_to_end(tmp_path, capsys):
                  "--weights", "best"]) == 0
     words = capsys.readouterr().out.split()
     assert words[:2] == ["the", "company"] and len(words) == 7
-    with pytest.raises(SystemExit, match="not in the vocabulary"):
+    with pytest.raises(SystemExit) as info:
         main(["generate", "--out", str(out), "--prompt", "qwertyuiop"])
+    assert info.value.code == 2 and "not in the vocabulary" in capsys.readouterr().err
 
 
 def check_resume_state(out):
     """What `train --resume` loads: the saved weights and run state, and only for the same configuration."""
     from dataclasses import replace
     from lstm_lab.checkpoint import checkpoint_configs, load_checkpoint
-    from lstm_lab.cli import resume_from
+    from lstm_lab.cli import RunError, resume_from, resumed_configs
     from lstm_lab.model import LanguageModel
-    model_config, train_config = checkpoint_configs(load_checkpoint(out / "checkpoint.pt"))
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    model_config, train_config = checkpoint_configs(checkpoint)
     torch.manual_seed(1)
     model = LanguageModel(model_config)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    run_state = resume_from(out, model, optimizer, model_config, train_config, torch.device("cpu"))
+    run_state = resume_from(out, model, optimizer, checkpoint)
     saved = load_checkpoint(out / "checkpoint.pt")["state_dict"]
     assert run_state["epoch"] == 1 and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
-    with pytest.raises(SystemExit, match="another configuration"):
-        resume_from(out, model, optimizer, model_config, replace(train_config, lr=0.5), torch.device("cpu"))
+    assert resumed_configs(out, checkpoint, model_config, train_config) == (model_config, train_config)
+    with pytest.raises(RunError, match=r"trained with other settings \(lr: saved 1.0, requested 0.5\)"):
+        resumed_configs(out, checkpoint, model_config, replace(train_config, lr=0.5))
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):

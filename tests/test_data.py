@@ -40,6 +40,32 @@ def server(tmp_path):
     httpd.server_close()
 
 
+class BreakingHandler(http.server.BaseHTTPRequestHandler):
+    """Sends the first 1,000 bytes of PAYLOAD, then closes the connection; /sized announces the whole length."""
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/sized":
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD[:1000])
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def breaking_server():
+    """A local HTTP server on 127.0.0.1 whose connections break early; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BreakingHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
 def leftovers(folder):
     return sorted(p.name for p in Path(folder).rglob("*") if p.is_file())
 
@@ -97,6 +123,45 @@ def test_failed_download_leaves_nothing(server, tmp_path):
     with pytest.raises(data.DataNotFoundError, match="no-such-file"):
         data.find_file(missing, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
     assert leftovers(tmp_path / "dl") == []
+
+
+@pytest.mark.parametrize("path", ["/sized", "/unsized"])
+def test_a_broken_connection_says_how_many_bytes_arrived(breaking_server, tmp_path, path):
+    spec = spec_for(PAYLOAD, url=breaking_server + path)  # /unsized: the size expected comes from the spec
+    with pytest.raises(data.IncompleteDownloadError) as info:
+        data.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+    message = str(info.value)
+    assert f"the connection broke while downloading {spec.url}: 1,000 of {len(PAYLOAD):,} bytes arrived" in message
+    assert str(tmp_path / "dl" / spec.path) in message and "wrong version" not in message
+    assert isinstance(info.value, data.DataNotFoundError)
+    assert leftovers(tmp_path / "dl") == []
+
+
+@pytest.mark.skipif(data.fcntl is None, reason="without file locks (Windows) .part files are never removed")
+def test_stale_part_files_are_removed_by_the_next_write(server, tmp_path):
+    """A killed download (or checkpoint write) leaves .NAME.*.part; the next write of NAME removes it, but not
+    the .part file of a writer that is still at work (it holds a lock on it)."""
+    folder = tmp_path / "dl" / "toy"
+    folder.mkdir(parents=True)
+    (folder / ".file.txt.dead1234.part").write_bytes(PAYLOAD[:10])  # its writer was killed
+    (folder / ".other.txt.dead5678.part").write_bytes(b"")  # another file's: left for that file's next write
+    with open(folder / ".file.txt.busy9999.part", "wb") as busy:
+        assert data.try_lock(busy)  # a live writer holds it
+        spec = spec_for(PAYLOAD, url=f"{server}/file.txt")
+        data.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+        assert leftovers(folder) == [".file.txt.busy9999.part", ".other.txt.dead5678.part", "file.txt"]
+    data.write_atomically(folder / "other.txt", lambda f: f.write(b"x"))
+    data.remove_stale_parts(folder)
+    assert leftovers(folder) == ["file.txt", "other.txt"]
+
+
+def test_lstm_lab_data_naming_a_missing_folder_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSTM_LAB_DATA", str(tmp_path / "no-such-folder"))
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.fetch("ptb", allow_download=False, progress=False)
+    assert f"$LSTM_LAB_DATA is {tmp_path / 'no-such-folder'}, which is not a folder" in str(info.value)
+    monkeypatch.setenv("LSTM_LAB_DATA", str(tmp_path))
+    assert data.data_dirs()[0] == tmp_path  # an existing folder is searched first, as before
 
 
 def test_batchify_layout_matches_docstring():

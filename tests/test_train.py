@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.checkpoint import (load_checkpoint, load_model_state, run_state_of, save_checkpoint,
+from lstm_lab.checkpoint import (CheckpointError, load_checkpoint, load_model_state, run_state_of, save_checkpoint,
                                  set_rng_state)
 from lstm_lab.config import ModelConfig, TrainConfig, preset
 from lstm_lab.corpus import Vocab, batchify, bptt_windows
 from lstm_lab.generate import generate, sample_next
 from lstm_lab.model import LanguageModel, count_parameters, detach_state
-from lstm_lab.train import evaluate, graph_size, lm_loss, perplexity, train, zaremba_lr
+from lstm_lab.train import best_epoch, evaluate, graph_size, lm_loss, perplexity, train, zaremba_lr
 
 
 
@@ -155,6 +155,32 @@ def test_loading_into_another_config_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="hidden_size: checkpoint 8 vs model 16"):
         load_model_state(other, load_checkpoint(tmp_path / "c.pt"))
     load_model_state(LanguageModel(replace(TINY, rnn="torch")), load_checkpoint(tmp_path / "c.pt"))  # same shapes
+
+
+def test_checkpoint_records_the_best_epoch_and_the_vocabulary(tmp_path):
+    torch.manual_seed(0)
+    history = train(LanguageModel(TINY), toy_data(), TINY_TRAIN, progress=False)
+    state = {"epoch": 3, "lr": 1.0, "best_valid_nll": 1.0, "bad_epochs": 0, "history": history}
+    vocab = Vocab([str(i) for i in range(12)])
+    save_checkpoint(tmp_path / "c.pt", LanguageModel(TINY), None, TINY, TINY_TRAIN, state, vocab)
+    checkpoint = load_checkpoint(tmp_path / "c.pt")
+    assert checkpoint["best_epoch"] == best_epoch(history) == max(r["epoch"] for r in history if r["improved"])
+    assert checkpoint["vocab_sha256"] == vocab.sha256() != Vocab([str(i) for i in reversed(range(12))]).sha256()
+    assert best_epoch([]) == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"not a checkpoint\n", b"\x80\x04\x95junk"])
+def test_a_damaged_checkpoint_raises_checkpoint_error_naming_the_file(tmp_path, content, recwarn):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path} is damaged: the file is ")
+    assert "weights_only" not in str(info.value) and info.value.__cause__ is None
+    assert [str(w.message) for w in recwarn] == []  # nothing else printed: one line says it all
+    torch.save({"weights": torch.zeros(2)}, path)  # a readable file, but not a checkpoint
+    with pytest.raises(CheckpointError, match="is not an lstm_lab checkpoint"):
+        load_checkpoint(path)
 
 
 def test_early_stopping_with_patience():
