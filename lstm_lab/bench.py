@@ -16,10 +16,12 @@ import os
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
-from lstm_lab.cli import provenance
 from lstm_lab.ladder import ladder, lstm_weights, make_problem
+from lstm_lab.provenance import provenance
+from lstm_lab.runtime import pick_device
 from lstm_lab.timing import interleaved_times, summarize, time_call
 
 SIZES = {  # named size sets; keys follow the book's glossary
@@ -143,7 +145,7 @@ def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
 
 
 def bench_provenance(argv, device, tf32):
-    """Where and how the benchmark ran: lstm_lab.cli's provenance plus the kernels' switches.  Chapter 3."""
+    """Where and how the benchmark ran: lstm_lab.provenance plus the kernels' switches.  Chapter 3."""
     record = provenance(["bench", *argv], device)
     settings = {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "OMP_", "MKL_"))}
     record.update(load_average=os.getloadavg(), mkldnn_enabled=torch.backends.mkldnn.is_available(),
@@ -165,7 +167,6 @@ def plot_ladder(results, title=None):
 
     results: the "results" part of a bench JSON ({size_name: {"size", "rungs"}}).  Returns the figure.
     Chapter 3."""
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(results), 1, figsize=(6.5, 2.8 * len(results)), squeeze=False)
     for ax, (size_name, block) in zip(axes[:, 0], results.items()):
         names = list(block["rungs"])
@@ -191,7 +192,6 @@ def plot_sweep(rows, key, steps=None, title=None):
 
     steps: if given, times are divided by it (the seq_len) to show time per step.  Returns the figure.
     Chapter 3."""
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name in dict.fromkeys(row["rung"] for row in rows):
         mine = [row for row in rows if row["rung"] == name]
@@ -228,7 +228,6 @@ def build_parser():
 
 def main(argv=None):
     """Run the benchmark, print a table, and write --json if given.  Returns 0."""
-    from lstm_lab.runtime import pick_device
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 1 or args.threads < 1:

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -42,10 +41,7 @@ def test_bad_names_and_values_are_rejected_with_the_choices(argv, choices, capsy
 
 def test_bench_forwards_its_arguments(monkeypatch):
     seen = []
-    fake = types.ModuleType("lstm_lab.bench")
-    fake.main = lambda argv=None: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "lstm_lab.bench", fake)
-    monkeypatch.setattr("lstm_lab.bench", fake, raising=False)
+    monkeypatch.setattr("lstm_lab.bench.main", lambda argv=None: seen.append(argv) or 0)
     assert main(["bench", "--quick", "--out", "x.json"]) == 0
     assert seen == [["--quick", "--out", "x.json"]]
 
@@ -73,7 +69,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 def test_bad_values_end_in_one_line_before_anything_is_loaded(argv, expected, capsys, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("data or a run was loaded before the command line was checked")
-    for name in ("load_corpus", "load_run", "load_checkpoint"):
+    for name in ("load_corpus", "load_run", "read_checkpoint"):
         monkeypatch.setattr(f"lstm_lab.cli.{name}", must_not_run)
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -129,7 +125,7 @@ def check_resume_state(out):
     """What `train --resume` loads: the saved weights and run state, and only for the same configuration."""
     from dataclasses import replace
     from lstm_lab.checkpoint import checkpoint_configs, load_checkpoint
-    from lstm_lab.cli import RunError, resume_from, resumed_configs
+    from lstm_lab.runs import RunError, resume_from, resumed_configs
     from lstm_lab.model import LanguageModel
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     model_config, train_config = checkpoint_configs(checkpoint)

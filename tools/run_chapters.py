@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 import nbformat
-import torch
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from lstm_lab.cli import provenance  # noqa: E402  (the repository's package, not an installed copy)
+from lstm_lab.provenance import provenance  # noqa: E402  (the repository's package, not an installed copy)
 from lstm_lab.checkpoint import atomic_write_json  # noqa: E402
 from lstm_lab.runtime import pick_device  # noqa: E402
 
