@@ -140,6 +140,8 @@ def build_parser():
     train.add_argument("--tie-weights", action="store_true", help="share the embedding and decoder matrices")
     train.add_argument("--seed", type=seed_value, default=None, help="override the preset's seed")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--cuda-graphs", action="store_true",
+                       help="replay each training window from a CUDA graph (GPU only; chapter 7)")
     add_common(train)
     evaluate = sub.add_parser("evaluate", help="perplexity of a trained run on a split")
     evaluate.add_argument("--out", required=True, help="run folder written by train")
@@ -196,6 +198,8 @@ def train_command(args, argv):
     """`train`: fresh or resumed run; checkpoint, best model and results JSON written after every epoch.
 
     The run folder stays locked while it trains, and .part files left by a killed run are removed first."""
+    if args.cuda_graphs and args.device.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device, got {args.device}")
     out = Path(args.out)
     started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
     with run_lock(out):
@@ -225,7 +229,8 @@ def train_run(args, argv, out, has_run):
     recorder = RunRecorder(args, argv, device, model_config, train_config, count_parameters(model),
                            start_epoch=run_state["epoch"] + 1, vocab=corpus.vocab)
     data = {"train": corpus.splits["train"], "valid": corpus.splits["valid"]}
-    train(model, data, train_config, device, run_state, optimizer, recorder.epoch_done, not args.no_progress)
+    train(model, data, train_config, device, run_state, optimizer, recorder.epoch_done, not args.no_progress,
+          graphed=args.cuda_graphs)
     if run_state["epoch"] == 0:
         return 1
     recorder.finish(model, corpus, run_state)

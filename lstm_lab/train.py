@@ -135,11 +135,13 @@ def best_epoch(history):
     return max((r["epoch"] for r in history if r["improved"]), default=0)
 
 
-def train(model, data, config, device=None, run_state=None, optimizer=None, on_epoch=None, progress=True):
+def train(model, data, config, device=None, run_state=None, optimizer=None, on_epoch=None, progress=True,
+          graphed=False):
     """Train `model` on data["train"] for config.epochs epochs, validating on data["valid"] after each.
 
     data: {"train": (N,), "valid": (M,)} 1-D LongTensors of token ids.  run_state: from `new_run_state`, or from
     a checkpoint to resume.  on_epoch(model, optimizer, run_state) is called after every epoch (checkpointing).
+    graphed: on a GPU, replay each training window from a CUDA graph (`train_epoch_graphed`, chapter 7).
     Early stopping: after `config.patience` epochs without a better validation loss (0 = never).
     Returns the history: one dict per epoch (lr, train/valid NLL and perplexity, seconds, tokens per second).
     Introduced in chapter 6."""
@@ -150,19 +152,22 @@ def train(model, data, config, device=None, run_state=None, optimizer=None, on_e
     for epoch in range(run_state["epoch"] + 1, config.epochs + 1):
         if config.patience and run_state["bad_epochs"] >= config.patience:
             break  # early stopping
-        record = run_epoch(model, source, data["valid"], optimizer, config, run_state, device, progress)
+        record = run_epoch(model, source, data["valid"], optimizer, config, run_state, device, progress, graphed)
         run_state["history"].append(record)
         if on_epoch is not None:
             on_epoch(model, optimizer, run_state)
     return run_state["history"]
 
 
-def run_epoch(model, source, valid, optimizer, config, run_state, device, progress):
+def run_epoch(model, source, valid, optimizer, config, run_state, device, progress, graphed=False):
     """Train one epoch at run_state["lr"], validate, and advance run_state; returns the epoch's record."""
     epoch, lr = run_state["epoch"] + 1, run_state["lr"]
     for group in optimizer.param_groups:
         group["lr"] = lr
-    stats = train_epoch(model, source, optimizer, config, device, progress, desc=f"epoch {epoch}")
+    if graphed:
+        stats = train_epoch_graphed(model, source, optimizer, config, device)
+    else:
+        stats = train_epoch(model, source, optimizer, config, device, progress, desc=f"epoch {epoch}")
     valid_start = time.perf_counter()
     val = evaluate(model, valid, config.eval_batch_size, config.seq_len, device)
     valid_seconds = time.perf_counter() - valid_start
@@ -174,3 +179,92 @@ def run_epoch(model, source, valid, optimizer, config, run_state, device, progre
             "train_ppl": perplexity(stats["nll"], stats["tokens"]), "valid_nll": val["nll"], "valid_ppl": val["ppl"],
             "improved": improved, "train_seconds": stats["seconds"], "valid_seconds": valid_seconds,
             "train_tokens": stats["tokens"], "tokens_per_second": stats["tokens"] / stats["seconds"]}
+
+
+def capture_train_step(model, optimizer, config, inputs, targets, state, warmup=3):
+    """One training window -- forward, loss, backward, clipping, optimizer step, state carried on -- captured
+    in a CUDA graph, for fixed-shape windows on a GPU.
+
+    inputs, targets (T, B) and state ((L, B, H), (L, B, H)) become the graph's *static* tensors: to train on a
+    window, copy it into them and call the returned `replay()`.  Each replay writes the detached final state
+    back into `state` (truncated BPTT) and adds the window's summed NLL to the returned `nll` tensor, and the
+    CPU never waits for the GPU.  Capturing needs `warmup` eager steps first (on a side stream, as PyTorch's
+    CUDA-graph notes ask); they would train the model, so the weights and the optimizer's state are put back
+    as they were, in place (the graph keeps the tensors' addresses).  The learning rate is baked into the
+    graph: capture again after changing it.  Returns (replay, nll).  Chapter 7."""
+    nll = torch.zeros((), device=inputs.device)
+
+    def step():
+        logits, (h, c) = model(inputs, state)
+        loss, nll_sum = lm_loss(logits, targets, config.sum_over_time)
+        loss.backward()
+        if config.clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
+        optimizer.step()
+        state[0].copy_(h.detach())  # the next window starts from these values, with no graph behind them
+        state[1].copy_(c.detach())
+        nll.add_(nll_sum.detach())
+
+    before = snapshot(model, optimizer, state)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    restore(before)
+    nll.zero_()
+    optimizer.zero_grad(set_to_none=True)  # backward in the graph then allocates .grad, which replays overwrite
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # records the kernels; nothing runs until a replay
+        step()
+    return graph.replay, nll
+
+
+def snapshot(model, optimizer, state):
+    """[(tensor, copy of its values)] for every parameter, optimizer-state tensor and state tensor."""
+    tensors = list(model.parameters()) + list(state)
+    tensors += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    return [(t, t.detach().clone()) for t in tensors]
+
+
+def restore(saved):
+    """Put back the values `snapshot` saved, in place, so anything that holds the tensors still sees them."""
+    with torch.no_grad():
+        for tensor, values in saved:
+            tensor.copy_(values)
+
+
+def train_epoch_graphed(model, source, optimizer, config, device, warmup=3):
+    """`train_epoch` on a GPU with every full-length window replayed from a CUDA graph (`capture_train_step`).
+
+    The same windows, loss, clipping and updates as `train_epoch` (dropout draws other masks); the last, shorter
+    window of an epoch, if any, runs eagerly.  The graph is captured at the start of every epoch, at that
+    epoch's learning rate.  Returns {"nll", "tokens", "seconds"} like `train_epoch`.  Chapter 7."""
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {device}: train without graphs on a CPU")
+    model.train()
+    start = time.perf_counter()
+    source = source.to(device)  # the whole text on the GPU once: each window is then a GPU-to-GPU copy
+    windows = list(bptt_windows(source, config.seq_len))
+    windows = windows[:config.max_batches] if config.max_batches else windows
+    full = [w for w in windows if w[0].shape[0] == config.seq_len]  # bptt_windows: only the last can be short
+    inputs, targets = full[0][0].clone(), full[0][1].clone()  # the static tensors the graph reads
+    state = model.init_state(source.shape[1])
+    replay, nll = capture_train_step(model, optimizer, config, inputs, targets, state, warmup)
+    for window_inputs, window_targets in full:
+        inputs.copy_(window_inputs)
+        targets.copy_(window_targets)
+        replay()
+    total_nll, tokens = nll.item(), sum(t.numel() for _, t in full)
+    for window_inputs, window_targets in windows[len(full):]:
+        optimizer.zero_grad(set_to_none=False)  # the graph owns the .grad tensors: zero them, keep them
+        logits, _ = model(window_inputs, tuple(s.detach() for s in state))
+        loss, nll_sum = lm_loss(logits, window_targets, config.sum_over_time)
+        loss.backward()
+        if config.clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimizer.step()
+        total_nll, tokens = total_nll + nll_sum.item(), tokens + window_targets.numel()
+    return {"nll": total_nll, "tokens": tokens, "seconds": time.perf_counter() - start}

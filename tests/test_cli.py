@@ -149,3 +149,11 @@ def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "lstm_lab", "--help"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0 and "train" in result.stdout and "generate" in result.stdout
+
+
+def test_cuda_graphs_on_a_cpu_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--preset", "smoke", "--out", str(tmp_path / "run"), "--device", "cpu", "--cuda-graphs"])
+    assert info.value.code == 2
+    assert "--cuda-graphs needs a CUDA device, got cpu" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made

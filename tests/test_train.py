@@ -12,7 +12,8 @@ from lstm_lab.config import ModelConfig, TrainConfig, preset
 from lstm_lab.corpus import Vocab, batchify, bptt_windows
 from lstm_lab.generate import generate, sample_next
 from lstm_lab.model import LanguageModel, count_parameters, detach_state
-from lstm_lab.train import best_epoch, evaluate, graph_size, lm_loss, perplexity, train, zaremba_lr
+from lstm_lab.train import (best_epoch, evaluate, graph_size, lm_loss, perplexity, train, train_epoch,
+                            train_epoch_graphed, zaremba_lr)
 
 
 
@@ -214,3 +215,32 @@ def test_generate_continues_a_prompt():
     torch.manual_seed(0)
     words = generate(LanguageModel(TINY), vocab, ["1", "2"], steps=5, generator=torch.Generator().manual_seed(0))
     assert len(words) == 5 and all(w in vocab.stoi for w in words)
+
+
+def test_cuda_graph_training_refuses_a_cpu():
+    model = LanguageModel(ModelConfig(vocab_size=7, embed_size=4, hidden_size=4, num_layers=1))
+    config = TrainConfig(batch_size=2, seq_len=3, epochs=1)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, got cpu"):
+        train_epoch_graphed(model, torch.zeros(10, 2, dtype=torch.long), torch.optim.SGD(model.parameters(), lr=1.0),
+                            config, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("rnn", ["lab", "torch"])
+def test_a_graphed_epoch_trains_like_an_eager_one(rnn):
+    # no dropout, so both see the same computation: same windows, same updates, same summed loss
+    torch.manual_seed(0)
+    config = TrainConfig(batch_size=4, seq_len=5, epochs=1, lr=0.5)
+    source = batchify(torch.randint(11, (4 * 43,)), config.batch_size)  # 43 rows: 8 windows of 5, then one of 2
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(LanguageModel(ModelConfig(vocab_size=11, embed_size=6, hidden_size=8, num_layers=2,
+                                                rnn=rnn)).cuda())
+    eager = train_epoch(models[0], source, torch.optim.SGD(models[0].parameters(), lr=0.5), config, progress=False)
+    graphed = train_epoch_graphed(models[1], source, torch.optim.SGD(models[1].parameters(), lr=0.5), config,
+                                  torch.device("cuda"))
+    assert graphed["tokens"] == eager["tokens"]
+    assert graphed["nll"] == pytest.approx(eager["nll"], rel=1e-4)
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-4)

@@ -4,13 +4,19 @@
 #   tools/gpu_session.sh start RUNS    # run everything below in the background (setsid), logging to RUNS/log
 #   tools/gpu_session.sh wait RUNS S   # wait up to S seconds for it to finish; print the log's new lines
 #
-# Steps (a step whose result JSON is already in RUNS is skipped, so a second start continues a broken session):
-#   1. the Zaremba-medium language model with lstm_lab.LSTM, in the background from the start (the longest);
-#   2. every chapter executed top to bottom (tools/run_chapters.py), beside step 1;
-#   3. the Zaremba-medium language model with nn.LSTM (cuDNN), beside step 1;
-#   4. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 1 is done
-#      (or after BENCH_DEADLINE seconds, default 1200, at the latest; the record notes which).
-# The result JSONs land in RUNS; copy them into results/ and commit them.
+# Run it from a clean checkout of one commit, and name that commit in $LSTM_LAB_COMMIT (a copy of the tree
+# sent to a remote machine may carry a stale .git): every result records it.
+#
+# Steps (a step whose result is already in RUNS is skipped, so a second start continues a broken session):
+#   1. the CUDA tests (graph capture, autocast, cuDNN paths), which every later step relies on;
+#   2. the Zaremba-medium language model with lstm_lab.LSTM, each window replayed from a CUDA graph
+#      (--cuda-graphs), in the background from the start (the longest);
+#   3. every chapter executed top to bottom (tools/run_chapters.py), beside step 2;
+#   4. the Zaremba-medium language model with nn.LSTM (cuDNN) for each seed in $SEEDS (default "0"),
+#      beside step 2;
+#   5. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 2 is done
+#      (or after BENCH_DEADLINE seconds, default 1200, at the latest; the log says which).
+# The result JSONs land in RUNS; copy them into lstm_lab/recorded/ and commit them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=$1 runs=$2
@@ -29,22 +35,29 @@ step() {  # step NAME RESULT DONE COMMAND...: run COMMAND unless RESULT holds DO
   echo "$(date -u +%T) $name: exit $rc after $((SECONDS - t0)) s"; tail -n 5 "$runs/$name.out" | sed "s/^/  $name| /"
 }
 
-train() {  # train RNN: the Zaremba-medium preset, resumed if its run folder holds a checkpoint
-  local rnn=$1 out="$runs/medium-$1"
-  local resume=(); [ -f "$out/checkpoint.pt" ] && resume=(--resume)
-  python -m lstm_lab train --preset zaremba-medium --rnn "$rnn" --out "$out" --no-progress "${resume[@]}" \
-    --results "$runs/ptb-zaremba-medium-$rnn.json"
+train() {  # train RNN SEED [OPTIONS]: the Zaremba-medium preset, resumed if its run folder holds a checkpoint
+  local rnn=$1 seed=$2; shift 2
+  local name="medium-$rnn-seed$seed" resume=()
+  [ -f "$runs/$name/checkpoint.pt" ] && resume=(--resume)
+  python -m lstm_lab train --preset zaremba-medium --rnn "$rnn" --seed "$seed" --out "$runs/$name" --no-progress \
+    "${resume[@]}" "$@" --results "$runs/ptb-zaremba-medium-$rnn-seed$seed.json"
 }
 
 session() {
   echo "$(date -u +%T) session start on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
   python -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
              torch.backends.cudnn.version(), "python", sys.version.split()[0])'
-  step medium-lab "$runs/ptb-zaremba-medium-lab.json" '"complete": true' train lab &
+  step cuda-tests "$runs/cuda-tests.passed" 'passed' bash -c "python -m pytest -q -p no:cacheprovider \
+    tests/test_train.py tests/test_lstm_dropin.py tests/test_clinic.py tests/test_bench.py | tee $runs/cuda-tests.out \
+    && echo passed > $runs/cuda-tests.passed"
+  [ -s "$runs/cuda-tests.passed" ] || { echo "$(date -u +%T) CUDA tests failed: stopping"; echo "session done"; return; }
+  step medium-lab "$runs/ptb-zaremba-medium-lab-seed0.json" '"complete": true' train lab 0 --cuda-graphs &
   local lab=$!
   step chapters "$runs/chapters-gpu.json" '"notebooks"' python tools/run_chapters.py --json "$runs/chapters-gpu.json" \
     --executed "$runs/executed" --note "ran beside the Zaremba-medium training with lstm_lab.LSTM on the same GPU"
-  step medium-torch "$runs/ptb-zaremba-medium-torch.json" '"complete": true' train torch
+  for seed in ${SEEDS:-0}; do
+    step "medium-torch-seed$seed" "$runs/ptb-zaremba-medium-torch-seed$seed.json" '"complete": true' train torch "$seed"
+  done
   while kill -0 "$lab" 2>/dev/null && [ $SECONDS -lt "${BENCH_DEADLINE:-1200}" ]; do sleep 5; done
   kill -0 "$lab" 2>/dev/null && echo "$(date -u +%T) bench: starting while medium-lab still runs (deadline)"
   step bench "$runs/bench-gpu.json" '"results"' python -m lstm_lab bench --device cuda --json "$runs/bench-gpu.json"
