@@ -1,5 +1,6 @@
 """The chapters as committed: output-free, listed in the table of contents, built from one template."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,19 @@ def test_chapter_starts_with_the_hidden_setup_cell(path):
     source = "".join(first["source"])
     assert "hide-cell" in first["metadata"].get("tags", [])
     assert '"google.colab" in sys.modules' in source and "setup(seed=" in source
+
+
+def raising_cells(path):
+    """(cell id, its declared {"type", "match"} or None) of every cell tagged raises-exception."""
+    cells = json.loads(path.read_text())["cells"]
+    return [(c.get("id"), c["metadata"].get("raises")) for c in cells
+            if "raises-exception" in c["metadata"].get("tags", [])]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_cell_that_may_raise_says_what_it_raises(path):
+    for cell_id, raises in raising_cells(path):
+        assert cell_id and raises and set(raises) == {"type", "match"}, (
+            f"{path.name}, cell {cell_id}: a raises-exception cell needs metadata "
+            '"raises": {"type": "RuntimeError", "match": "a regular expression found in the message"}')
+        re.compile(raises["match"])
