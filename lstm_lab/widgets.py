@@ -5,8 +5,15 @@ accumulator: whatever is written decays by a factor f every step.  `memory_trace
 (pure numpy, testable); `gate_explorer` wraps it in sliders (ipywidgets, imported only when called, so
 `import lstm_lab` never needs it); `memory_grid` draws the same plot for a few gate settings as a
 static figure, for readers of the rendered book, where no kernel runs the sliders' callback.
-Introduced in chapter 1.
+
+A page with no kernel cannot run a widget, so `gate_explorer` returns a `LiveOrPicture`: Jupyter and
+Colab show the live sliders, and a page that does not render widgets (the book sets this in
+`_config.yml`, `nb_mime_priority_overrides`) shows a picture of the starting setting and says how to
+run it live.  Introduced in chapter 1.
 """
+import base64
+import html
+import io
 import math
 
 import matplotlib.pyplot as plt
@@ -76,12 +83,63 @@ def memory_grid(forget_values, input_values, g, o=1.0):
     return fig
 
 
+def explorer_figure(g, f, i, o, y_range):
+    """The explorer's plot for one gate setting: c_t and h_t for candidates g (T,), y-axis fixed to y_range.
+
+    Returns the figure.  Introduced in chapter 1."""
+    c, h = memory_trace(f, i, g, o)
+    fig, ax = plt.subplots(figsize=(7, 3))
+    plot_memory_trace(ax, g, c, h, title=_title(f, i, o))
+    ax.set_ylim(y_range)  # fixed, so that curves can be compared as the sliders move
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+RUN_IT_LIVE = ("The sliders need a running Python kernel, which this page does not have, so this is a picture "
+               "of their starting setting. To move them, open the chapter on Colab (rocket icon at the top "
+               "of the page, then Colab) or in Jupyter, and run its cells.")
+
+
+def picture_html(fig, sliders, note=RUN_IT_LIVE):
+    """A static stand-in for a widget: its sliders drawn disabled, a PNG of `fig` inline, and `note`.
+
+    sliders: dict label -> value in [0, 1].  Returns an HTML string with no external resource
+    (the image is a data: URL).  Introduced in chapter 1."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    rows = "".join(
+        f'<label style="display:block">{html.escape(label)} '
+        f'<input type="range" min="0" max="1" step="0.01" value="{value}" disabled> {value:.2f}</label>'
+        for label, value in sliders.items())
+    return (f'<figure class="lstm-lab-widget-picture">{rows}'
+            f'<img src="data:image/png;base64,{png}" alt="{html.escape(fig.axes[0].get_title())}">'
+            f'<figcaption>{html.escape(note)}</figcaption></figure>')
+
+
+class LiveOrPicture:
+    """A live widget and a static picture of it, displayed as one output with both representations.
+
+    Jupyter and Colab rank the widget's mime type first and show the live widget; a page with no
+    kernel (the rendered book drops the widget mime type) shows `picture`, an HTML string.
+    `widget` is the ipywidgets object.  Introduced in chapter 1."""
+
+    def __init__(self, widget, picture):
+        self.widget, self.picture = widget, picture
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle["text/html"] = self.picture  # what a reader without a kernel sees
+        return bundle
+
+
 def gate_explorer(seq_len=60, g=None, f=0.9, i=0.5, o=1.0):
     """Sliders for the forget, input and output gates, and a live plot of c_t and h_t.
 
-    g: (seq_len,) candidate sequence (default: `write_pulse(seq_len)`).  Returns the ipywidgets
-    container; display it (or leave it as the last expression of a cell).  Needs ipywidgets.
-    Introduced in chapter 1."""
+    g: (seq_len,) candidate sequence (default: `write_pulse(seq_len)`).  Returns a `LiveOrPicture`
+    (the ipywidgets container is its `.widget`); display it (or leave it as the last expression of a
+    cell).  Where no kernel runs, it shows a picture of the starting setting and how to run it live.
+    Needs ipywidgets.  Introduced in chapter 1."""
     import ipywidgets as widgets  # lazy: only the explorer needs ipywidgets
     from IPython.display import display
 
@@ -90,14 +148,14 @@ def gate_explorer(seq_len=60, g=None, f=0.9, i=0.5, o=1.0):
     y_range = (-reach - 0.1 if g.min() < 0 else -0.1, reach + 0.1)
 
     def draw(f, i, o):
-        c, h = memory_trace(f, i, g, o)
-        fig, ax = plt.subplots(figsize=(7, 3))
-        plot_memory_trace(ax, g, c, h, title=_title(f, i, o))
-        ax.set_ylim(y_range)  # fixed, so that curves can be compared as the sliders move
-        ax.legend(fontsize=8, loc="upper right")
+        fig = explorer_figure(g, f, i, o, y_range)
         display(fig)
         plt.close(fig)  # shown once, by display, whatever the backend
 
     slider = lambda value, name: widgets.FloatSlider(value=value, min=0.0, max=1.0, step=0.01,
                                                      description=name, continuous_update=False)
-    return widgets.interactive(draw, f=slider(f, "forget f"), i=slider(i, "input i"), o=slider(o, "output o"))
+    live = widgets.interactive(draw, f=slider(f, "forget f"), i=slider(i, "input i"), o=slider(o, "output o"))
+    fig = explorer_figure(g, f, i, o, y_range)
+    picture = picture_html(fig, {"forget f": f, "input i": i, "output o": o})
+    plt.close(fig)
+    return LiveOrPicture(live, picture)

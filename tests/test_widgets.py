@@ -1,4 +1,5 @@
-"""lstm_lab.widgets: the gate explorer's arithmetic, and the explorer itself."""
+"""lstm_lab.widgets: the gate explorer's arithmetic, the explorer, and its picture for pages with no kernel."""
+import base64
 import math
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from lstm_lab.widgets import gate_explorer, half_life, memory_grid, memory_trace, write_pulse  # noqa: E402
+from lstm_lab.widgets import (gate_explorer, half_life, memory_grid, memory_trace, picture_html,  # noqa: E402
+                              write_pulse)
 
 
 def test_memory_trace_follows_the_cell_recurrence_by_hand():
@@ -71,10 +73,31 @@ def test_importing_the_package_does_not_import_ipywidgets():
 
 def test_gate_explorer_builds_sliders_and_redraws_on_change():
     pytest.importorskip("ipywidgets")
-    explorer = gate_explorer(seq_len=20, f=0.7)
+    explorer = gate_explorer(seq_len=20, f=0.7).widget
     sliders = {w.description: w for w in explorer.children[:-1]}
     assert set(sliders) == {"forget f", "input i", "output o"}
     assert sliders["forget f"].value == 0.7
     sliders["forget f"].value = 0.25  # the callback runs again with the new value
     assert explorer.kwargs["f"] == 0.25
     matplotlib.pyplot.close("all")
+
+
+def test_gate_explorer_offers_the_live_widget_and_a_picture_with_how_to_run_it_live():
+    pytest.importorskip("ipywidgets")
+    bundle = gate_explorer(seq_len=20, f=0.7)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # Jupyter and Colab: the sliders
+    page = bundle["text/html"]  # the rendered book: a picture of the starting setting
+    assert 'value="0.7" disabled' in page and "f = 0.70" in page
+    assert "Colab" in page and "Jupyter" in page  # says how to run it live
+    png = base64.b64decode(page.split("data:image/png;base64,")[1].split('"')[0])
+    assert png.startswith(b"\x89PNG")
+    assert "http" not in page  # nothing for the page to fetch
+    matplotlib.pyplot.close("all")
+
+
+def test_picture_html_escapes_its_text():
+    fig, ax = matplotlib.pyplot.subplots()
+    ax.set_title("a < b")
+    page = picture_html(fig, {"x & y": 0.5}, note="<run it>")
+    assert "a &lt; b" in page and "x &amp; y" in page and "&lt;run it&gt;" in page
+    matplotlib.pyplot.close(fig)
