@@ -94,7 +94,7 @@ def cell_autocast_dtype(device_type):
 
     Autocast lists LSTMCell among the CUDA ops it runs in float16 (input, state and weights cast, so h
     and c come back in float16), but not among the CPU ops: there only the matrix multiplies inside run
-    in bfloat16, and h and c stay float32, as `cell_update` gives with no cast.  Chapter 5."""
+    in bfloat16, and h and c stay float32, as `cell_update` gives with no cast.  Chapter 7."""
     if device_type != "cuda" or not torch.is_autocast_enabled("cuda"):
         return None
     return torch.get_autocast_dtype("cuda")
