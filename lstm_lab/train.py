@@ -66,10 +66,7 @@ def train_epoch(model, source, optimizer, config, device=None, progress=True, de
         logits, state = model(inputs.to(device), state)  # (T, B, V)
         loss, nll_sum = lm_loss(logits, targets.to(device), config.sum_over_time)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
+        backward_and_step(model, loss, optimizer, config)
         total_nll += nll_sum.detach()
         tokens += targets.numel()
         bar.update(1)
@@ -77,6 +74,17 @@ def train_epoch(model, source, optimizer, config, device=None, progress=True, de
             bar.set_postfix(ppl=f"{perplexity(total_nll.item(), tokens):.1f}", refresh=False)
     bar.close()
     return {"nll": total_nll.item(), "tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def backward_and_step(model, loss, optimizer, config):
+    """The end of every training window: backward, clip the global gradient norm (if config.clip_norm), step.
+
+    Gradients must have been zeroed (or set to None) before.  On CUDA tensors the clipping uses foreach
+    kernels with no CPU sync, so this also runs inside a CUDA graph capture.  Introduced in chapter 6."""
+    loss.backward()
+    if config.clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    optimizer.step()
 
 
 @torch.no_grad()
@@ -197,10 +205,7 @@ def capture_train_step(model, optimizer, config, inputs, targets, state, warmup=
     def step():
         logits, (h, c) = model(inputs, state)
         loss, nll_sum = lm_loss(logits, targets, config.sum_over_time)
-        loss.backward()
-        if config.clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
-        optimizer.step()
+        backward_and_step(model, loss, optimizer, config)
         state[0].copy_(h.detach())  # the next window starts from these values, with no graph behind them
         state[1].copy_(c.detach())
         nll.add_(nll_sum.detach())
@@ -262,9 +267,6 @@ def train_epoch_graphed(model, source, optimizer, config, device, warmup=3):
         optimizer.zero_grad(set_to_none=False)  # the graph owns the .grad tensors: zero them, keep them
         logits, _ = model(window_inputs, tuple(s.detach() for s in state))
         loss, nll_sum = lm_loss(logits, window_targets, config.sum_over_time)
-        loss.backward()
-        if config.clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
+        backward_and_step(model, loss, optimizer, config)
         total_nll, tokens = total_nll + nll_sum.item(), tokens + window_targets.numel()
     return {"nll": total_nll, "tokens": tokens, "seconds": time.perf_counter() - start}
