@@ -50,4 +50,9 @@ def provenance(argv, device, code=None):
             "threads": torch.get_num_threads(), "torch_version": torch.__version__,
             "python_version": platform.python_version(), "commit": commit, "uncommitted_changes": dirty,
             "command": "python -m lstm_lab " + " ".join(argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "date": utc_now()}
+
+
+def utc_now():
+    """The date and time now, in UTC, as ISO 8601 to the second: how every recorded result is dated."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

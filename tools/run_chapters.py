@@ -25,7 +25,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from lstm_lab.provenance import provenance  # noqa: E402  (the repository's package, not an installed copy)
+from lstm_lab.provenance import provenance, utc_now  # noqa: E402  (the repository's package, not an installed copy)
 from lstm_lab.checkpoint import atomic_write_json  # noqa: E402
 from lstm_lab.runtime import pick_device  # noqa: E402
 
@@ -107,8 +107,7 @@ def main(argv=None):
     for path in paths:
         nb, row = execute(path, args.timeout)
         row.update(device=record["device"], torch_version=record["torch_version"], commit=record["commit"],
-                   uncommitted_changes=record["uncommitted_changes"], date=provenance([], pick_device())["date"],
-                   note=args.note)
+                   uncommitted_changes=record["uncommitted_changes"], date=utc_now(), note=args.note)
         record["notebooks"] = merge(record["notebooks"], [row])
         print(f"{row['notebook']:40} {row['status']:8} {row['seconds']:7.1f} s  {row['error'] or ''}", flush=True)
         if args.executed:
