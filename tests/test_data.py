@@ -1,4 +1,5 @@
 """lstm_lab.data and lstm_lab.corpus: checked lookup and download, vocabularies, batchify and BPTT windows."""
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -32,12 +33,21 @@ def server(tmp_path):
     (served / "file.txt").write_bytes(PAYLOAD)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *args: None
+    with serving(handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(handler):
+    """Run an HTTP server with `handler` on 127.0.0.1 in a thread; yields its base URL, stops it after."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 class BreakingHandler(http.server.BaseHTTPRequestHandler):
@@ -58,12 +68,8 @@ class BreakingHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def breaking_server():
     """A local HTTP server on 127.0.0.1 whose connections break early; yields its base URL."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BreakingHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(BreakingHandler) as url:
+        yield url
 
 
 def leftovers(folder):
