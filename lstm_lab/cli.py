@@ -31,6 +31,8 @@ from lstm_lab.runtime import check_device, pick_device, seed_everything
 from lstm_lab.train import evaluate, new_run_state, train
 
 MAX_SEED = 2**32 - 1  # numpy accepts seeds from 0 to 2**32 - 1
+MAX_LAYERS = 8  # --num-layers: more than any study in the book uses; a larger value is more likely a typo
+MAX_WIDTH = 8192  # --hidden-size and --embed-size
 
 
 class UsageError(Exception):
@@ -62,6 +64,25 @@ def positive_float(text):
     value = float(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
+    return value
+
+
+def int_in(low, high):
+    """argparse type: an integer from `low` to `high`."""
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text}")
+        return value
+    parse.__name__ = "integer"  # argparse's message for text that is not a number: "invalid integer value: 'x'"
+    return parse
+
+
+def dropout_probability(text):
+    """argparse type: a dropout probability, at least 0 and below 1."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 up to (not including) 1, got {text}")
     return value
 
 
@@ -138,6 +159,13 @@ def build_parser():
     train.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
     train.add_argument("--max-batches", type=non_negative_int, default=None, help="windows per epoch (0 = all)")
     train.add_argument("--tie-weights", action="store_true", help="share the embedding and decoder matrices")
+    train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None, help="override the preset's layers")
+    train.add_argument("--hidden-size", type=int_in(1, MAX_WIDTH), default=None, help="override the preset's H")
+    train.add_argument("--embed-size", type=int_in(1, MAX_WIDTH), default=None,
+                       help="override the preset's word-vector width")
+    train.add_argument("--dropout", type=dropout_probability, default=None,
+                       help="override the preset's dropout (embedding output, between layers, top output)")
+    train.add_argument("--lr", type=positive_float, default=None, help="override the preset's first learning rate")
     train.add_argument("--seed", type=seed_value, default=None, help="override the preset's seed")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--cuda-graphs", action="store_true",
@@ -190,8 +218,13 @@ def main(argv=None):
 def requested_configs(args):
     """(ModelConfig, TrainConfig) of --preset with the command line's overrides (vocab_size: the preset's)."""
     overrides = {"rnn": args.rnn, "epochs": args.epochs, "max_batches": args.max_batches, "seed": args.seed,
-                 "tie_weights": True if args.tie_weights else None}
-    return preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+                 "tie_weights": True if args.tie_weights else None, "num_layers": args.num_layers,
+                 "hidden_size": args.hidden_size, "embed_size": args.embed_size, "dropout": args.dropout,
+                 "lr": args.lr}
+    try:
+        return preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:  # e.g. --tie-weights with --hidden-size other than the embedding's width
+        raise UsageError(str(error)) from None
 
 
 def train_command(args, argv):
@@ -200,6 +233,7 @@ def train_command(args, argv):
     The run folder stays locked while it trains, and .part files left by a killed run are removed first."""
     if args.cuda_graphs and args.device.type != "cuda":
         raise UsageError(f"--cuda-graphs needs a CUDA device, got {args.device}")
+    requested_configs(args)  # overrides that do not fit together end here, before the run folder is made
     out = Path(args.out)
     started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
     with run_lock(out):

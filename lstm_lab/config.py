@@ -1,8 +1,9 @@
 """Configuration of a language model and of its training: two small frozen dataclasses and named presets.
 
 The presets are the three configurations of Zaremba, Sutskever and Vinyals (2014), "Recurrent Neural Network
-Regularization", Penn Treebank word level, exactly as the paper gives them, plus `smoke`, a tiny one that trains
-in seconds on a CPU (CI runs it).  Introduced in chapter 6.
+Regularization", Penn Treebank word level, exactly as the paper gives them; `depth-200`, the small one cut to four
+epochs for chapter 5's depth study on a CPU; and `smoke`, a tiny one that trains in seconds on a CPU (CI runs
+it).  Introduced in chapter 6.
 """
 from dataclasses import dataclass, fields, replace
 
@@ -77,6 +78,9 @@ PRESETS = {
     "zaremba-large": (  # 2 x 1500, dropout 0.65, 55 epochs, lr / 1.15 per epoch after 14, unroll 35, clip 10
         ModelConfig(hidden_size=1500, embed_size=1500, dropout=0.65, init_range=0.04),
         TrainConfig(seq_len=35, epochs=55, decay_after=14, lr_decay=1 / 1.15, clip_norm=10.0)),
+    "depth-200": (  # chapter 5's CPU depth study: zaremba-small's shape, 4 epochs, lr halved after epoch 2
+        ModelConfig(hidden_size=200, embed_size=200, dropout=0.0, init_range=0.1),
+        TrainConfig(seq_len=20, epochs=4, decay_after=2, lr_decay=0.5, clip_norm=5.0)),
     "smoke": (  # tiny: a few seconds on a CPU; 30 windows an epoch
         ModelConfig(hidden_size=16, embed_size=16, dropout=0.0, init_range=0.1),
         TrainConfig(batch_size=8, seq_len=10, eval_batch_size=64, test_batch_size=64, epochs=3,

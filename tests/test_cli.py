@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
+from lstm_lab.runs import load_run
 
 SHARED = os.environ.get("LSTM_LAB_DATA")
 needs_data = pytest.mark.skipif(not (SHARED and (Path(SHARED) / "ptb" / "train.txt").is_file()),
@@ -24,7 +25,8 @@ def restore_threads():
 
 
 @pytest.mark.parametrize("argv, choices", [
-    (["train", "--preset", "zaremba-huge", "--out", "x"], "'zaremba-small', 'zaremba-medium', 'zaremba-large', 'smoke'"),
+    (["train", "--preset", "zaremba-huge", "--out", "x"], "'zaremba-small', 'zaremba-medium', 'zaremba-large', 'depth-200',"
+                                                          " 'smoke'"),
     (["train", "--preset", "smoke", "--rnn", "cudnn", "--out", "x"], "'lab', 'torch'"),
     (["evaluate", "--out", "x", "--split", "dev"], "'train', 'valid', 'test'"),
     (["evaluate", "--out", "x", "--weights", "first"], "'last', 'best'"),
@@ -65,6 +67,18 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
      f"argument --threads: expected 1 to {os.cpu_count()} (the CPU cores of this machine), got 32768"),
     (["evaluate", "--out", "x", "--data-dir", "/no/such/folder"],
      "argument --data-dir: /no/such/folder is not a folder"),
+    (["train", "--preset", "smoke", "--out", "x", "--num-layers", "0"],
+     "argument --num-layers: expected an integer from 1 to 8, got 0"),
+    (["train", "--preset", "smoke", "--out", "x", "--num-layers", "two"],
+     "argument --num-layers: invalid integer value: 'two'"),
+    (["train", "--preset", "smoke", "--out", "x", "--hidden-size", "0"],
+     "argument --hidden-size: expected an integer from 1 to 8192, got 0"),
+    (["train", "--preset", "smoke", "--out", "x", "--dropout", "1"],
+     "argument --dropout: expected a probability from 0 up to (not including) 1, got 1"),
+    (["train", "--preset", "smoke", "--out", "x", "--dropout", "-0.1"], "argument --dropout: expected a probability"),
+    (["train", "--preset", "smoke", "--out", "x", "--lr", "0"], "argument --lr: must be positive and finite, got 0"),
+    (["train", "--preset", "smoke", "--out", "x", "--tie-weights", "--hidden-size", "20"],
+     "tie_weights=True needs embed_size == hidden_size, got 16 and 20"),
 ])
 def test_bad_values_end_in_one_line_before_anything_is_loaded(argv, expected, capsys, monkeypatch):
     def must_not_run(*args, **kwargs):
@@ -76,6 +90,22 @@ def test_bad_values_end_in_one_line_before_anything_is_loaded(argv, expected, ca
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+@needs_data
+def test_overrides_shape_the_model_and_a_resume_must_repeat_them(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "smoke", "--epochs", "1", "--max-batches", "2", "--out", str(out), "--no-progress",
+            "--num-layers", "3", "--hidden-size", "12", "--embed-size", "10", "--dropout", "0.25", "--lr", "0.5"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {k: results["model_config"][k] for k in ("num_layers", "hidden_size", "embed_size", "dropout")} == \
+        {"num_layers": 3, "hidden_size": 12, "embed_size": 10, "dropout": 0.25}
+    assert results["lr"] == [0.5]
+    assert results["parameters"] == sum(p.numel() for p in load_run(out, "cpu")[0].parameters())
+    with pytest.raises(SystemExit, match="num_layers: saved 3, requested 2"):
+        main(args[:-10] + ["--num-layers", "2", "--hidden-size", "12", "--embed-size", "10", "--dropout", "0.25",
+                           "--lr", "0.5", "--resume", "--epochs", "2"])
 
 
 def test_a_bad_device_in_the_environment_is_a_usage_error(monkeypatch, capsys):

@@ -1,0 +1,79 @@
+"""Run chapter 5's depth study: every configuration of `lstm_lab.depth.DEPTH_STUDY` for every seed.
+
+    python tools/depth_study.py                       # all of it, one run at a time, on the CPU
+    python tools/depth_study.py --workers 2           # two runs side by side (one thread each)
+    python tools/depth_study.py --seeds 0 --dry-run   # print the commands only
+
+Each run is one `python -m lstm_lab train --preset depth-200 ...` with the configuration's overrides; its run
+folder is RUNS/<name>-seed<N> and its results JSON goes to lstm_lab/recorded/depth-200/<name>-seed<N>.json,
+rewritten after every epoch.  The runs go seed by seed (every configuration with seed 0 first), so a study
+stopped early still covers every configuration.  Started again, it skips the runs whose results are complete
+and resumes the others from their last checkpoint: kill it at any time.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from lstm_lab.depth import DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, result_name  # noqa: E402
+
+
+def is_complete(path):
+    """Whether the results JSON at `path` exists and says the run finished (tested)."""
+    try:
+        return json.loads(path.read_text())["complete"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def train_command(run, seed, runs, record, device, rnn):
+    """The `train` command of one run (with --resume if an earlier start left its folder)."""
+    out = runs / f"{run.name}-seed{seed}"
+    command = [sys.executable, "-m", "lstm_lab", "train", "--preset", DEPTH_PRESET, *run.overrides(),
+               "--seed", str(seed), "--rnn", rnn, "--device", device, "--threads", "1", "--no-progress",
+               "--out", str(out), "--results", str(record / result_name(run, seed))]
+    if (out / "train.lock").exists():
+        command.append("--resume")
+    return command
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEPTH_SEEDS))
+    parser.add_argument("--workers", type=int, default=1, help="runs side by side")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / DEPTH_RECORDED, help="run folders go here")
+    parser.add_argument("--record", type=Path, default=REPO / "lstm_lab" / "recorded" / DEPTH_RECORDED)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rnn", default="torch", choices=["torch", "lab"])
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    args.record.mkdir(parents=True, exist_ok=True)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    jobs = [(run, seed) for seed in args.seeds for run in DEPTH_STUDY
+            if not is_complete(args.record / result_name(run, seed))]
+    print(f"{len(jobs)} runs to do", flush=True)
+    running, failed = [], 0
+    while jobs or running:
+        while jobs and len(running) < args.workers:
+            run, seed = jobs.pop(0)
+            command = train_command(run, seed, args.runs, args.record, args.device, args.rnn)
+            print(time.strftime("%H:%M:%S"), "start", " ".join(command[1:]), flush=True)
+            if args.dry_run:
+                continue
+            log = open(args.runs / f"{run.name}-seed{seed}.log", "a")
+            running.append((subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), run, seed))
+        for process, run, seed in list(running):
+            if process.poll() is not None:
+                running.remove((process, run, seed))
+                failed += process.returncode != 0
+                print(time.strftime("%H:%M:%S"), f"{run.name} seed {seed}: exit {process.returncode}", flush=True)
+        time.sleep(2)
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
