@@ -165,6 +165,8 @@ def build_parser():
                        help="override the preset's word-vector width")
     train.add_argument("--dropout", type=dropout_probability, default=None,
                        help="override the preset's dropout (embedding output, between layers, top output)")
+    train.add_argument("--tie-layers", action="store_true",
+                       help="layers 2..L share one set of weights (chapter 5's experiment; needs --rnn lab)")
     train.add_argument("--lr", type=positive_float, default=None, help="override the preset's first learning rate")
     train.add_argument("--seed", type=seed_value, default=None, help="override the preset's seed")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -220,7 +222,7 @@ def requested_configs(args):
     overrides = {"rnn": args.rnn, "epochs": args.epochs, "max_batches": args.max_batches, "seed": args.seed,
                  "tie_weights": True if args.tie_weights else None, "num_layers": args.num_layers,
                  "hidden_size": args.hidden_size, "embed_size": args.embed_size, "dropout": args.dropout,
-                 "lr": args.lr}
+                 "lr": args.lr, "tie_layers": True if args.tie_layers else None}
     try:
         return preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:  # e.g. --tie-weights with --hidden-size other than the embedding's width

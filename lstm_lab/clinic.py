@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from lstm_lab.cells import GATES, cell_update
 from lstm_lab.corpus import bptt_windows
+from lstm_lab.lstm import LSTM
 from lstm_lab.train import graph_size
 
 
@@ -264,6 +265,27 @@ def two_layer_lstm(x, h0, c0, weights, bug=False):
         h2 = o2 * torch.tanh(c2)
         outputs.append(h2)
     return torch.stack(outputs), (torch.stack([h1, h2]), torch.stack([c1, c2]))
+
+
+class SteppedTwoLayerLSTM(nn.Module):
+    """Two layers stepped together in one loop, as report 003 writes them (`two_layer_lstm`), with or without
+    its bug (layer 2's cell update reads layer 1's input gate): an nn.LSTM-shaped module a model can use.
+
+    Holds its weights in a 2-layer `lstm_lab.LSTM` (same names and shapes as nn.LSTM), so the same weights
+    can run with and without the bug.  forward(x (T, B, I), hx=None) -> output (T, B, H), (h_n, c_n) (2, B, H).
+    No dropout.  Used in chapter 5."""
+
+    def __init__(self, input_size, hidden_size, bug=False):
+        super().__init__()
+        self.hidden_size, self.num_layers, self.bug = hidden_size, 2, bug
+        self.lstm = LSTM(input_size, hidden_size, num_layers=2)
+
+    def forward(self, x, hx=None):
+        if hx is None:
+            zeros = x.new_zeros(2, x.shape[1], self.hidden_size)  # (2, B, H)
+            hx = (zeros, zeros)
+        weights = [self.lstm.layer_weights(0), self.lstm.layer_weights(1)]
+        return two_layer_lstm(x, hx[0], hx[1], weights, bug=self.bug)
 
 
 def batch_first_report(seq_len=4, batch_size=4, input_size=3, hidden_size=5, num_layers=2):

@@ -22,6 +22,7 @@ class ModelConfig:
     tie_weights: bool = False  # decoder shares the embedding matrix (Press & Wolf 2016); needs embed == hidden
     init_range: float = 0.1  # every parameter (biases too) starts U(-init_range, init_range)
     rnn: str = "lab"  # "lab": lstm_lab.LSTM, "torch": torch.nn.LSTM
+    tie_layers: bool = False  # layers 2..L share one set of weights (chapter 5's experiment; rnn "lab" only)
 
     def __post_init__(self):
         check_choice("rnn", self.rnn, RNN_CHOICES)
@@ -29,6 +30,8 @@ class ModelConfig:
             raise ValueError(f"vocab_size, embed_size, hidden_size and num_layers must be positive: {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_layers and self.rnn != "lab":
+            raise ValueError(f"tie_layers=True needs rnn 'lab' (lstm_lab's TiedLayersLSTM), got {self.rnn!r}")
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ValueError("tie_weights=True needs embed_size == hidden_size, got "
                              f"{self.embed_size} and {self.hidden_size}")

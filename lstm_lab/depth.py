@@ -14,6 +14,12 @@ rate rule (preset `depth-200`, lr 1 for every depth, as Zaremba et al. use for e
 import math
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from lstm_lab.lstm import LSTM, check_dropout
+
 DEPTH_PRESET = "depth-200"  # the preset every run of the CPU study starts from (see lstm_lab.config)
 DEPTH_RECORDED = "depth-200"  # the folder in lstm_lab/recorded/ that holds its results
 
@@ -36,6 +42,43 @@ def equal_parameter_hidden(input_size, num_layers, parameters):
     return round((-b + math.sqrt(b * b + 4 * a * parameters)) / (2 * a))
 
 
+def tied_layers_parameters(input_size, hidden_size, num_layers):
+    """Trainable scalars of a `TiedLayersLSTM`: layer 0's own, plus one (4H, H), (4H, H), 2 x (4H,) set shared
+    by every layer above it (none if num_layers is 1)."""
+    return lstm_parameters(input_size, hidden_size, 1) + (num_layers > 1) * 4 * hidden_size * (2 * hidden_size + 2)
+
+
+class TiedLayersLSTM(nn.Module):
+    """A stacked LSTM whose layers above the first all use one set of weights: "what if the layers shared them?"
+
+    Layer 0 reads the input with its own (4H, I) and (4H, H) matrices; layers 1 .. L-1 each run the same
+    `upper` LSTM layer on the output of the one below (with dropout between layers, as nn.LSTM).  Each layer
+    still has its own state.  Same call as `nn.LSTM` for time-major tensors:
+        forward(x (T, B, I), hx=((L, B, H), (L, B, H)) or None) -> output (T, B, H), (h_n, c_n) (L, B, H)
+    Chapter 5."""
+
+    def __init__(self, input_size, hidden_size, num_layers, dropout=0.0):
+        super().__init__()
+        check_dropout(dropout, num_layers)
+        self.input_size, self.hidden_size, self.num_layers, self.dropout = input_size, hidden_size, num_layers, dropout
+        self.bottom = LSTM(input_size, hidden_size)
+        self.upper = LSTM(hidden_size, hidden_size) if num_layers > 1 else None  # one layer, used L - 1 times
+
+    def forward(self, x, hx=None):
+        if hx is None:
+            zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)  # (L, B, H)
+            hx = (zeros, zeros)
+        h_0, c_0 = hx
+        output, (h, c) = self.bottom(x, (h_0[:1], c_0[:1]))  # (T, B, H); state (1, B, H)
+        h_n, c_n = [h], [c]
+        for k in range(1, self.num_layers):
+            layer_input = F.dropout(output, self.dropout, self.training)  # between layers only
+            output, (h, c) = self.upper(layer_input, (h_0[k:k + 1], c_0[k:k + 1]))
+            h_n.append(h)
+            c_n.append(c)
+        return output, (torch.cat(h_n), torch.cat(c_n))
+
+
 @dataclass(frozen=True)
 class DepthRun:
     """One configuration of the depth study: layers, width, dropout."""
@@ -43,25 +86,34 @@ class DepthRun:
     hidden_size: int
     dropout: float = 0.0
     sizing: str = "equal width"  # or "equal parameters"
+    tie_layers: bool = False  # layers 2..L share their weights (TiedLayersLSTM)
+    lr: float = 1.0  # the first learning rate (the preset's is 1)
 
     @property
     def name(self):
-        """e.g. L2-H200-d0 (2 layers of 200, no dropout)."""
-        return f"L{self.num_layers}-H{self.hidden_size}-d{self.dropout:g}"
+        """e.g. L2-H200-d0 (2 layers of 200, no dropout), L3-H200-d0-tied, L1-H200-d0-lr2."""
+        name = f"L{self.num_layers}-H{self.hidden_size}-d{self.dropout:g}" + ("-tied" if self.tie_layers else "")
+        return name + (f"-lr{self.lr:g}" if self.lr != 1.0 else "")
 
     def overrides(self):
-        """Command-line options that turn preset depth-200 into this configuration."""
+        """Command-line options that turn preset depth-200 into this configuration (after any --rnn)."""
+        tied = ["--tie-layers", "--rnn", "lab"] if self.tie_layers else []
         return ["--num-layers", str(self.num_layers), "--hidden-size", str(self.hidden_size),
-                "--dropout", f"{self.dropout:g}"]
+                "--dropout", f"{self.dropout:g}", "--lr", f"{self.lr:g}", *tied]
 
 
-def depth_study(width=200, embed_size=200, depths=(1, 2, 3), reference_layers=2):
-    """The configurations of the study: every depth at `width`, and the other depths at the LSTM parameter
-    count of `reference_layers` x `width`.  Word vectors stay `embed_size` wide in every run."""
+def depth_study(width=200, embed_size=200, depths=(1, 2, 3), reference_layers=2, dropout=0.2, lrs=(0.5, 2.0)):
+    """The configurations of the study, most important first: every depth at `width`; the other depths at
+    the LSTM parameter count of `reference_layers` x `width`; the deepest with its upper layers tied; every
+    depth with `dropout`; the shallowest and the deepest with each other first learning rate in `lrs`.
+    Word vectors stay `embed_size` wide in every run."""
     budget = lstm_parameters(embed_size, width, reference_layers)
     runs = [DepthRun(layers, width) for layers in depths]
     runs += [DepthRun(layers, equal_parameter_hidden(embed_size, layers, budget), sizing="equal parameters")
              for layers in depths if layers != reference_layers]
+    runs.append(DepthRun(max(depths), width, sizing="tied layers", tie_layers=True))
+    runs += [DepthRun(layers, width, dropout, sizing="dropout") for layers in depths]
+    runs += [DepthRun(layers, width, sizing="learning rate", lr=lr) for lr in lrs for layers in (depths[0], depths[-1])]
     return runs
 
 

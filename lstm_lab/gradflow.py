@@ -5,7 +5,7 @@ came k = T - 1 - t steps earlier?  For a tanh RNN every step back multiplies the
 diag(1 - h_t^2) W_hh, which typically shrinks it geometrically (Bengio et al. 1994).  An LSTM has a second
 path back, along the cell state, where each step multiplies by the forget gate f_t alone; its bias
 decides how long the memory lasts (Gers et al. 2000; Jozefowicz et al. 2015).
-Introduced in chapter 1, measured properly in chapter 2.
+Introduced in chapter 1, measured properly in chapter 2; through depth as well as time in chapter 5.
 """
 import numpy as np
 import torch
@@ -89,3 +89,44 @@ def decay_per_step(norms, start, stop):
     log_norms = np.log(geometric_mean(norms)[start:stop])  # (stop - start,)
     slope = np.polyfit(np.arange(start, stop), log_norms, 1)[0]
     return float(np.exp(slope))
+
+
+def layer_states(lstm, x, inject=None):
+    """Run a stacked LSTM layer by layer, step by step, keeping every layer's hidden state h^k_t.
+
+    lstm: `lstm_lab.LSTM` or `nn.LSTM` (one direction, time-major; dropout is not applied, as in eval mode).
+    x: (T, B, I).  inject: optional {(k, t): (B, H) tensor} added to h^k_t before anything reads it (for
+    finite-difference checks).  Returns states, a list of L lists of T tensors (B, H): states[k][t] is
+    h^k_t, and the top layer's output (T, B, H), equal to the module's own output.  Chapter 5."""
+    inject = inject or {}
+    H = lstm.hidden_size
+    states, layer_input = [], x
+    for k in range(lstm.num_layers):
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        weights = [getattr(lstm, f"{name}_l{k}", None) for name in names]  # biases None if bias=False
+        h = c = x.new_zeros(x.shape[1], H)  # (B, H)
+        layer = []
+        for t, x_t in enumerate(layer_input):  # x_t: (B, I) for layer 0, (B, H) above: h^{k-1}_t
+            gates = F.linear(x_t, weights[0], weights[2]) + F.linear(h, weights[1], weights[3])  # (B, 4H)
+            h, c = cell_update(gates, c)
+            if (k, t) in inject:
+                h = h + inject[(k, t)]
+            layer.append(h)
+        states.append(layer)
+        layer_input = torch.stack(layer)  # (T, B, H): the next layer's input sequence
+    return states, layer_input
+
+
+def gradient_norms_by_layer(lstm, x, loss_fn=None):
+    """How strongly a loss depends on every layer's hidden state at every step: norms of dL/dh^k_t.
+
+    Every path counts: h^k_t reaches the loss through layer k's later steps and through the layers above.
+    lstm, x: as `layer_states`.  loss_fn(output (T, B, H)) -> scalar; default: the sum of the top layer's
+    last output, as `gradient_norms_through_time`.  Returns a numpy array (L, T): entry [k, t] is the mean
+    over the batch of ||dL/dh^k_t||.  Chapter 5."""
+    states, output = layer_states(lstm, x)
+    loss = output[-1].sum() if loss_fn is None else loss_fn(output)
+    flat = [h for layer in states for h in layer]  # L * T tensors, layer by layer
+    grads = torch.autograd.grad(loss, flat)  # total derivatives, through time and through depth
+    norms = torch.stack([g.norm(dim=1).mean() for g in grads])  # (L * T,)
+    return norms.view(lstm.num_layers, x.shape[0]).detach().cpu().numpy()

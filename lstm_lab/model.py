@@ -4,15 +4,17 @@ Introduced in chapter 6.
 """
 from torch import nn
 
+from lstm_lab.depth import TiedLayersLSTM
 from lstm_lab.init import init_uniform_all_
 from lstm_lab.lstm import LSTM
 
 
 def make_rnn(config):
-    """The recurrent core a ModelConfig asks for: lstm_lab.LSTM ("lab") or torch.nn.LSTM ("torch").
+    """The recurrent core a ModelConfig asks for: lstm_lab.LSTM ("lab") or torch.nn.LSTM ("torch"), or, with
+    tie_layers, lstm_lab.depth.TiedLayersLSTM (layers 2..L share their weights; chapter 5).
 
-    Both take (T, B, embed_size) and a state ((L, B, H), (L, B, H)), and apply dropout between layers."""
-    rnn_class = {"lab": LSTM, "torch": nn.LSTM}[config.rnn]
+    All take (T, B, embed_size) and a state ((L, B, H), (L, B, H)), and apply dropout between layers."""
+    rnn_class = TiedLayersLSTM if config.tie_layers else {"lab": LSTM, "torch": nn.LSTM}[config.rnn]
     dropout = config.dropout if config.num_layers > 1 else 0.0  # no between-layer dropout with one layer
     return rnn_class(config.embed_size, config.hidden_size, config.num_layers, dropout=dropout)
 

@@ -130,3 +130,79 @@ def plot_batchify_layout(n=26, batch_size=4, seq_len=2):
     bottom.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def plot_stacked_lstm(num_layers=3, seq_len=4, input_size="I", hidden_size="H"):
+    """The picture of a stacked LSTM: one box per layer k and step t, its state passed right (to the same
+    layer's next step) and its output passed up (to the layer above at the same step).
+
+    Each row is labelled with the weights that layer owns; the upward arrows between layers are where
+    Zaremba's dropout goes.  Returns the figure.  Chapter 5."""
+    fig, ax = plt.subplots(figsize=(7.5, 1.1 * num_layers + 1.6))
+    for k in range(num_layers):
+        reads = input_size if k == 0 else hidden_size
+        ax.text(-0.9, k, f"layer {k + 1}\n$W_{{ih}}$ (4{hidden_size}, {reads})\n$W_{{hh}}$ (4{hidden_size}, "
+                         f"{hidden_size})", ha="right", va="center", fontsize=9)
+        for t in range(seq_len):
+            ax.add_patch(plt.Rectangle((t - 0.3, k - 0.25), 0.6, 0.5, facecolor=plt.cm.Blues(0.25 + 0.2 * k),
+                                       edgecolor="k"))
+            ax.text(t, k, f"$h^{{{k + 1}}}_{{{t + 1}}}, c^{{{k + 1}}}_{{{t + 1}}}$", ha="center", va="center",
+                    fontsize=9)
+            if t + 1 < seq_len:  # the recurrent path: h and c to the next step of the same layer
+                ax.annotate("", (t + 0.7, k), (t + 0.3, k), arrowprops={"arrowstyle": "->", "lw": 1.5})
+            below = k - 0.75 if k > 0 else -0.95
+            style = {"arrowstyle": "->", "lw": 1.2, "ls": "--" if k > 0 else "-", "color": "C3" if k > 0 else "k"}
+            ax.annotate("", (t, k - 0.25), (t, below), arrowprops=style)
+    for t in range(seq_len):
+        ax.text(t, -1.1, f"$x_{{{t + 1}}}$", ha="center", va="center", fontsize=11)
+        ax.annotate("", (t, num_layers + 0.05), (t, num_layers - 0.75), arrowprops={"arrowstyle": "->"})
+        ax.text(t, num_layers + 0.2, f"output$_{{{t + 1}}}$", ha="center", va="bottom", fontsize=9)
+    ax.set_title("black: each layer's state passes to its own next step;  red dashed: a layer's output is the "
+                 "next layer's input\n(nn.LSTM's dropout acts on the red arrows only)", fontsize=9)
+    ax.set(xlim=(-2.1, seq_len - 0.5), ylim=(-1.4, num_layers + 0.6))
+    ax.axis("off")
+    return fig
+
+
+def plot_seed_curves(curves, ax=None, title=None, key="valid_ppl"):
+    """Mean validation perplexity per epoch of each configuration's seeds, with a band from the lowest to the
+    highest seed, and each seed's test perplexity as a dot after the last epoch.
+
+    curves: {label: [results JSON of each seed]} (as `lstm_lab.runs.load_seeds` returns).  Returns (fig, ax).
+    Chapter 5."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.2))
+    for label, runs in curves.items():
+        epochs = min(len(run[key]) for run in runs)
+        values = np.array([run[key][:epochs] for run in runs])  # (seeds, epochs)
+        x = np.arange(1, epochs + 1)
+        seeds = f"{len(runs)} seed{'s' * (len(runs) > 1)}"
+        line, = ax.plot(x, values.mean(axis=0), "o-", ms=3, label=f"{label} ({seeds})")
+        if len(runs) > 1:
+            ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15)
+        tests = [run["test_ppl"] for run in runs if run.get("test_ppl")]
+        ax.plot([epochs + 0.25] * len(tests), tests, ".", color=line.get_color(), ms=7)
+    ax.set(xlabel="epoch (dots after the last: test perplexity of each seed)", ylabel="perplexity")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_title(title or "validation perplexity: mean over seeds, band from lowest to highest", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_layer_gradients(panels, sharey=True):
+    """Gradient norms through depth and time: one panel per case, one line per layer, log scale.
+
+    panels: {title: array (L, T)} of ||dL/dh^k_t|| (as `lstm_lab.gradflow.gradient_norms_by_layer` returns).
+    Returns the figure.  Chapter 5."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), sharey=sharey, squeeze=False)
+    for ax, (title, norms) in zip(axes[0], panels.items()):
+        steps = np.arange(1, norms.shape[1] + 1)
+        for k, row in enumerate(norms):
+            ax.plot(steps, row, lw=2, label=f"layer {k + 1}", color=plt.cm.viridis(k / max(1, len(norms) - 1)))
+        ax.set_yscale("log")
+        ax.set(xlabel="time step $t$ (the loss reads the last one)", title=title)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel(r"$\|\partial L / \partial h^k_t\|$")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -23,6 +23,7 @@ from dataclasses import asdict, replace
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lstm_lab.checkpoint import (CheckpointError, atomic_write_json, checkpoint_best_epoch, checkpoint_configs,
@@ -42,9 +43,16 @@ RECORDED = "recorded"  # the folder inside the package
 
 
 def recorded_names():
-    """The names of every recorded result shipped with the package, sorted."""
+    """The names of every recorded result shipped with the package, sorted; a study's results are in a
+    folder of their own and named with it ("depth-200/L1-H200-d0-seed0.json")."""
     folder = resources.files("lstm_lab") / RECORDED
-    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".json"))
+    names = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            names += [f"{entry.name}/{inner.name}" for inner in entry.iterdir() if inner.name.endswith(".json")]
+        elif entry.name.endswith(".json"):
+            names.append(entry.name)
+    return sorted(names)
 
 
 def load_recorded(name):
@@ -68,6 +76,42 @@ def load_runs(names):
         else:
             runs[label] = run
     return runs
+
+
+def load_seeds(folder, names):
+    """The recorded results among `names` (e.g. one configuration's seeds) in folder `folder` of the recorded
+    results, in the order given; the ones never recorded are left out.  Chapter 5."""
+    runs = [load_recorded(f"{folder}/{name}") for name in names]
+    return [run for run in runs if run is not None]
+
+
+def mean_and_spread(values):
+    """(mean, sample standard deviation) of a list of numbers; the deviation is None for fewer than two."""
+    values = np.asarray(values, dtype=float)
+    spread = float(values.std(ddof=1)) if len(values) > 1 else None
+    return float(values.mean()), spread
+
+
+def seeds_row(label, runs):
+    """One table row for the seeds of one configuration: how many (and how many are still training), and
+    mean +- standard deviation of the validation perplexity after each epoch all of them reached and of the
+    test perplexity.  Chapter 5."""
+    epochs = min(len(run["valid_ppl"]) for run in runs)
+    unfinished = sum(not run["complete"] for run in runs)
+    row = {"configuration": label, "seeds": f"{len(runs)}" + (f" ({unfinished} unfinished)" if unfinished else "")}
+    for epoch in range(epochs):
+        row[f"valid, epoch {epoch + 1}"] = format_spread(*mean_and_spread([r["valid_ppl"][epoch] for r in runs]))
+    tested = [run["test_ppl"] for run in runs if run.get("test_ppl")]
+    if not tested:
+        row["test"] = "not yet"
+    else:  # "(2)": only two of the seeds were tested so far
+        row["test"] = format_spread(*mean_and_spread(tested)) + (f" ({len(tested)})" if len(tested) < len(runs) else "")
+    return row
+
+
+def format_spread(mean, spread):
+    """'112.3 ± 0.8', or '112.3' without a spread."""
+    return f"{mean:.1f}" + (f" ± {spread:.1f}" if spread is not None else "")
 
 
 def run_row(label, run):

@@ -5,8 +5,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lstm_lab.plots import (plot_batchify_layout, plot_gradient_norms, plot_memory_trace,  # noqa: E402
-                           plot_recorded_runs, plot_relative_errors)
+from lstm_lab.plots import (plot_batchify_layout, plot_gradient_norms, plot_layer_gradients,  # noqa: E402
+                            plot_memory_trace, plot_recorded_runs, plot_relative_errors, plot_seed_curves,
+                            plot_stacked_lstm)
 from lstm_lab.runs import load_recorded  # noqa: E402
 
 
@@ -61,4 +62,29 @@ def test_plot_recorded_runs_draws_each_run_and_the_published_lines():
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), run["valid_ppl"])
     assert ax.get_lines()[1].get_ydata()[0] == run["test_ppl"]  # the star at the last epoch
     assert sorted(line.get_ydata()[0] for line in ax.get_lines()[2:]) == [114.5, 120.7]
+    plt.close(fig)
+
+
+def test_plot_seed_curves_draws_the_mean_of_the_epochs_every_seed_reached_and_each_test():
+    runs = [{"valid_ppl": [200, 150, 130], "test_ppl": 125.0}, {"valid_ppl": [210, 160], "test_ppl": None}]
+    fig, ax = plot_seed_curves({"L2": runs})
+    mean, tests = ax.get_lines()
+    np.testing.assert_allclose(mean.get_ydata(), [205, 155])
+    np.testing.assert_allclose(tests.get_ydata(), [125.0])
+    assert "2 seeds" in ax.get_legend().get_texts()[0].get_text()
+    plt.close(fig)
+
+
+def test_plot_layer_gradients_one_panel_per_case_one_line_per_layer():
+    norms = np.arange(1, 13, dtype=float).reshape(3, 4)  # (L, T)
+    fig = plot_layer_gradients({"init": norms, "trained": norms * 2})
+    assert len(fig.axes) == 2
+    assert [len(ax.get_lines()) for ax in fig.axes] == [3, 3]
+    np.testing.assert_allclose(fig.axes[1].get_lines()[2].get_ydata(), norms[2] * 2)
+    plt.close(fig)
+
+
+def test_plot_stacked_lstm_draws_a_box_per_layer_and_step():
+    fig = plot_stacked_lstm(num_layers=2, seq_len=3)
+    assert len(fig.axes[0].patches) == 2 * 3
     plt.close(fig)

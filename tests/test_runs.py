@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lstm_lab.runs import comparison_rows, describe_sessions, load_recorded, load_runs, recorded_names
+from lstm_lab.runs import (comparison_rows, describe_sessions, load_recorded, load_runs, load_seeds, mean_and_spread,
+                           recorded_names, seeds_row)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +62,27 @@ def test_comparison_rows_put_published_numbers_first_and_mark_unfinished_runs():
 def test_describe_sessions_says_a_stopped_run_is_not_finished():
     lines = describe_sessions("lab", load_recorded("ptb-zaremba-medium-lab.json"))
     assert lines[0].startswith("lab: not finished") and "trained with: python -m lstm_lab train" in lines[0]
+
+
+def fake_run(valid, test=None):
+    """A results JSON with only what seeds_row reads."""
+    return {"valid_ppl": valid, "test_ppl": test, "complete": test is not None}
+
+
+def test_seeds_row_gives_mean_and_sample_deviation_over_the_epochs_all_seeds_reached():
+    row = seeds_row("L2", [fake_run([200, 150], 140.0), fake_run([210, 160], 146.0), fake_run([190])])
+    assert row["seeds"] == "3 (1 unfinished)"
+    assert row["valid, epoch 1"] == "200.0 ± 10.0"  # mean and sample standard deviation (ddof=1)
+    assert "valid, epoch 2" not in row  # the third seed has not reached it
+    assert row["test"] == "143.0 ± 4.2 (2)"  # two of three seeds tested
+    assert seeds_row("L1", [fake_run([180])])["test"] == "not yet"
+    assert mean_and_spread([3.0]) == (3.0, None)
+
+
+def test_load_seeds_leaves_out_the_seeds_never_recorded():
+    studies = [name for name in recorded_names() if "/" in name]
+    if not studies:
+        pytest.skip("no study recorded in this copy")
+    folder, name = studies[0].split("/")
+    runs = load_seeds(folder, [name, "never-recorded.json"])
+    assert runs == [load_recorded(studies[0])]

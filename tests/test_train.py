@@ -93,7 +93,7 @@ def test_presets_match_the_paper_and_reject_unknown_names():
     assert (model.hidden_size, model.num_layers, model.dropout, model.init_range) == (200, 2, 0.0, 0.1)
     assert (training.batch_size, training.seq_len, training.epochs, training.clip_norm) == (20, 20, 13, 5.0)
     assert count_parameters(LanguageModel(model)) == 4_653_200  # the paper's 4.65M
-    with pytest.raises(ValueError, match="zaremba-small, zaremba-medium, zaremba-large, smoke"):
+    with pytest.raises(ValueError, match="zaremba-small, zaremba-medium, zaremba-large, depth-200, smoke"):
         preset("zaremba-huge")
     with pytest.raises(ValueError, match="lab, torch"):
         preset("smoke", rnn="cudnn")

@@ -1,0 +1,144 @@
+"""Chapter 5: parameter counts of stacked LSTMs, the tied-layers model, report 003's stepped two-layer loop,
+gradients through depth, and the depth study's configurations."""
+import pytest
+import torch
+from torch import nn
+
+from lstm_lab.cli import build_parser, requested_configs
+from lstm_lab.clinic import SteppedTwoLayerLSTM
+from lstm_lab.config import ModelConfig
+from lstm_lab.depth import (DEPTH_PRESET, DEPTH_STUDY, TiedLayersLSTM, equal_parameter_hidden, lstm_parameters,
+                            tied_layers_parameters)
+from lstm_lab.gradflow import gradient_norms_by_layer, layer_states
+from lstm_lab.lstm import LSTM
+from lstm_lab.model import LanguageModel, count_parameters
+
+
+@pytest.mark.parametrize("input_size, hidden_size, num_layers", [(200, 200, 1), (200, 200, 2), (7, 5, 3), (3, 11, 4)])
+def test_lstm_parameters_counts_what_nn_lstm_has(input_size, hidden_size, num_layers):
+    lstm = nn.LSTM(input_size, hidden_size, num_layers)
+    assert lstm_parameters(input_size, hidden_size, num_layers) == sum(p.numel() for p in lstm.parameters())
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
+def test_equal_parameter_hidden_is_the_closest_width(num_layers):
+    budget = lstm_parameters(200, 200, 2)
+    H = equal_parameter_hidden(200, num_layers, budget)
+    misses = [abs(lstm_parameters(200, h, num_layers) - budget) for h in (H - 1, H, H + 1)]
+    assert misses[1] == min(misses)
+    assert equal_parameter_hidden(200, 2, budget) == 200
+
+
+def test_the_study_has_the_parameter_counts_it_claims():
+    budget = lstm_parameters(200, 200, 2)  # 643,200
+    assert budget == 643_200
+    by_name = {run.name: run for run in DEPTH_STUDY}
+    assert len(by_name) == len(DEPTH_STUDY)  # names are unique: one results file per configuration and seed
+    assert {by_name["L1-H313-d0"].hidden_size, by_name["L3-H160-d0"].hidden_size} == {313, 160}
+    for run in DEPTH_STUDY:
+        if run.sizing == "equal parameters":
+            assert abs(lstm_parameters(200, run.hidden_size, run.num_layers) / budget - 1) < 0.005
+        if run.sizing == "equal width":
+            assert run.hidden_size == 200
+
+
+@pytest.mark.parametrize("run", DEPTH_STUDY, ids=lambda run: run.name)
+def test_every_study_configuration_is_a_command_line(run):
+    args = build_parser().parse_args(["train", "--preset", DEPTH_PRESET, "--rnn", "torch", "--out", "x",
+                                      *run.overrides()])
+    model_config, train_config = requested_configs(args)
+    assert (model_config.num_layers, model_config.hidden_size, model_config.embed_size) == \
+        (run.num_layers, run.hidden_size, 200)
+    assert model_config.dropout == run.dropout and model_config.tie_layers == run.tie_layers
+    assert model_config.rnn == ("lab" if run.tie_layers else "torch")
+    assert train_config.epochs == 4 and train_config.lr == run.lr  # the same budget for every run
+    assert (train_config.lr == 1.0) == (run.sizing != "learning rate")  # lr 1 unless the lr is what is studied
+
+
+def untied_copy(tied):
+    """An nn.LSTM with the tied model's weights: layer 0 from `bottom`, every layer above from `upper`."""
+    lstm = nn.LSTM(tied.input_size, tied.hidden_size, tied.num_layers).double()
+    with torch.no_grad():
+        for k in range(tied.num_layers):
+            source = tied.bottom if k == 0 else tied.upper
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(lstm, f"{name}_l{k}").copy_(getattr(source, f"{name}_l0"))
+    return lstm
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_tied_layers_share_one_set_of_weights_above_the_first(num_layers):
+    torch.manual_seed(0)
+    tied = TiedLayersLSTM(4, 6, num_layers).double()
+    assert sum(p.numel() for p in tied.parameters()) == tied_layers_parameters(4, 6, num_layers)
+    untied = untied_copy(tied)
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    state = tuple(torch.randn(num_layers, 3, 6, dtype=torch.float64) for _ in range(2))
+    output, (h_n, c_n) = tied(x, state)
+    expected, (h_ref, c_ref) = untied(x, state)
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close((h_n, c_n), (h_ref, c_ref))
+    output.sum().backward()
+    expected.sum().backward()
+    if num_layers > 1:  # the shared matrix collects the gradient of every layer that uses it
+        torch.testing.assert_close(tied.upper.weight_hh_l0.grad,
+                                   sum(getattr(untied, f"weight_hh_l{k}").grad for k in range(1, num_layers)))
+
+
+def test_a_language_model_with_tied_layers_counts_them_once():
+    config = ModelConfig(vocab_size=50, embed_size=8, hidden_size=8, num_layers=3, tie_layers=True)
+    model = LanguageModel(config)
+    assert count_parameters(model) == 50 * 8 + tied_layers_parameters(8, 8, 3) + 8 * 50 + 50
+    with pytest.raises(ValueError, match="tie_layers=True needs rnn 'lab'"):
+        ModelConfig(tie_layers=True, rnn="torch")
+
+
+def test_report_003s_stepped_loop_is_nn_lstm_without_the_bug_and_not_with_it():
+    torch.manual_seed(0)
+    stepped = SteppedTwoLayerLSTM(4, 6).double()
+    reference = nn.LSTM(4, 6, 2).double()
+    reference.load_state_dict(stepped.lstm.state_dict())
+    x = torch.randn(7, 3, 4, dtype=torch.float64)
+    output, (h_n, c_n) = stepped(x)
+    expected, (h_ref, c_ref) = reference(x)
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close((h_n, c_n), (h_ref, c_ref))
+    stepped.bug = True
+    buggy, (h_bug, _) = stepped(x)
+    torch.testing.assert_close(h_bug[0], h_ref[0])  # layer 1 is untouched
+    assert (buggy - expected).abs().max() > 1e-3  # layer 2 computes something else
+
+
+@pytest.mark.parametrize("module", [nn.LSTM, "lab"])
+def test_layer_states_follow_the_module(module):
+    torch.manual_seed(0)
+    lstm = (LSTM if module == "lab" else nn.LSTM)(3, 5, 3).double()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    states, output = layer_states(lstm, x)
+    expected, (h_n, _) = lstm(x)
+    assert len(states) == 3 and all(len(layer) == 6 for layer in states)
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close(torch.stack([layer[-1] for layer in states]), h_n)
+
+
+def test_gradient_norms_by_layer_match_finite_differences():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, 2).double()
+    x = torch.randn(5, 1, 3, dtype=torch.float64)  # one sequence: the norm is that of one gradient vector
+    norms = gradient_norms_by_layer(lstm, x)
+    assert norms.shape == (2, 5)
+
+    def loss(inject):
+        return layer_states(lstm, x, inject)[1][-1].sum().item()
+
+    eps = 1e-6
+    with torch.no_grad():
+        for k in range(2):
+            for t in range(5):
+                grad = []
+                for unit in range(4):
+                    delta = torch.zeros(1, 4, dtype=torch.float64)
+                    delta[0, unit] = eps
+                    grad.append((loss({(k, t): delta}) - loss({(k, t): -delta})) / (2 * eps))
+                assert norms[k, t] == pytest.approx(torch.tensor(grad).norm().item(), rel=1e-6, abs=1e-9)
+    assert norms[1, -1] > 0 and norms[0, 0] > 0  # every layer and step reaches the loss
