@@ -16,14 +16,16 @@ import torch
 def git_commit(repo):
     """(HEAD commit, whether lstm_lab/ has uncommitted changes) of the repository at `repo`, or (None, None).
 
+    Recorded results (lstm_lab/recorded/) are not code: a study writing its results there while it runs
+    leaves the code it runs clean.
     A copy of a clean checkout sent to another machine (a remote GPU) names its commit in $LSTM_LAB_COMMIT:
     when set, it is used, with no uncommitted changes, since the copy's .git (if any) may be stale."""
     if os.environ.get("LSTM_LAB_COMMIT"):
         return os.environ["LSTM_LAB_COMMIT"], False
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--", "lstm_lab"], cwd=repo, capture_output=True,
-                                text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--", "lstm_lab", ":!lstm_lab/recorded"], cwd=repo,
+                                capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return head.stdout.strip(), bool(status.stdout.strip())

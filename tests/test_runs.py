@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lstm_lab.provenance import git_commit
 from lstm_lab.runs import (comparison_rows, describe_sessions, load_recorded, load_runs, load_seeds, mean_and_spread,
                            recorded_names, seeds_row)
 
@@ -86,3 +87,17 @@ def test_load_seeds_leaves_out_the_seeds_never_recorded():
     folder, name = studies[0].split("/")
     runs = load_seeds(folder, [name, "never-recorded.json"])
     assert runs == [load_recorded(studies[0])]
+
+
+def test_git_commit_counts_code_changes_but_not_recorded_results(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    (tmp_path / "lstm_lab" / "recorded").mkdir(parents=True)
+    (tmp_path / "lstm_lab" / "model.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "code"], check=True)
+    (tmp_path / "lstm_lab" / "recorded" / "run.json").write_text("{}")  # a study writing its results
+    commit, dirty = git_commit(tmp_path)
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / "lstm_lab" / "model.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == (commit, True)
