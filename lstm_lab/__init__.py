@@ -14,6 +14,7 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     bench       the speed-ladder benchmark and its command line                             (3)
     provenance  device, versions, commit, command and date of a recorded result             (3)
     clinic      the autograd errors reproduced, explained and fixed                         (4)
+    depth       stacked LSTMs: parameter counts, tied layers, the depth study               (5)
     manifest    pinned data files: paths, sizes, sha256, upstream URLs                      (6)
     data        finding, downloading and checking the corpora                               (6)
     corpus      vocabularies, batchify into streams, truncated-BPTT windows                 (6)

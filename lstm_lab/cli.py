@@ -1,8 +1,10 @@
-"""The command line: `python -m lstm_lab train | evaluate | generate | bench`, and nothing else.
+"""The command line: `python -m lstm_lab train | evaluate | generate | dates | bench`, and nothing else.
 
     python -m lstm_lab train --preset zaremba-small --rnn lab --out runs/small-lab [--resume] [--epochs N]
     python -m lstm_lab evaluate --out runs/small-lab [--split test --batch-size 1]
     python -m lstm_lab generate --out runs/small-lab --prompt "the market" --steps 30 --temperature 0.8 --top-k 40
+    python -m lstm_lab dates train --out runs/dates --score general [--resume]
+    python -m lstm_lab dates translate --out runs/dates "3 March 1999" "Mar 3, 99"   (or one per line on stdin)
     python -m lstm_lab bench ...   (forwarded to lstm_lab.bench.main)
 
 Each subcommand checks its values first (a bad one ends in one line saying what was expected), then calls
@@ -28,6 +30,8 @@ from lstm_lab.model import LanguageModel, count_parameters
 from lstm_lab.runs import (DAMAGED_CHECKPOINT_FIX, LOCK_FILE, RunError, RunRecorder, check_out_dir, check_vocab,
                            load_run, read_checkpoint, resume_from, resumed_configs, run_lock)
 from lstm_lab.runtime import check_device, pick_device, seed_everything
+from lstm_lab.seq2seq import SCORES
+from lstm_lab.seq2seq_train import DatesConfig, is_real_date, load_dates_model, train_dates, translate_dates
 from lstm_lab.train import evaluate, new_run_state, train
 
 MAX_SEED = 2**32 - 1  # numpy accepts seeds from 0 to 2**32 - 1
@@ -148,7 +152,7 @@ def add_weights(parser):
 def build_parser():
     """The argparse parser of all subcommands."""
     parser = argparse.ArgumentParser(prog="python -m lstm_lab", description="LSTM Lab language models")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,generate,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,generate,dates,bench}")
     train = sub.add_parser("train", help="train a preset, checkpointing every epoch")
     train.add_argument("--preset", required=True, choices=list(PRESETS), help="named configuration")
     train.add_argument("--rnn", choices=RNN_CHOICES, default="lab", help="lab: lstm_lab.LSTM, torch: nn.LSTM")
@@ -189,8 +193,31 @@ def build_parser():
     generate.add_argument("--seed", type=seed_value, default=0)
     add_weights(generate)
     add_common(generate)
+    add_dates(sub)
     sub.add_parser("bench", help="speed benchmarks (arguments go to lstm_lab.bench)", add_help=False)
     return parser
+
+
+def add_dates(sub):
+    """`dates train | translate`: chapter 9's date translator."""
+    dates = sub.add_parser("dates", help="chapter 9's date translator: train | translate")
+    action = dates.add_subparsers(dest="dates_command", required=True, metavar="{train,translate}")
+    train = action.add_parser("train", help="train a date translator, checkpointing every epoch")
+    train.add_argument("--out", required=True, help="run folder for checkpoint.pt and results.json")
+    train.add_argument("--score", choices=SCORES + ("none",), default="general",
+                       help="Luong's attention score, or none (no attention)")
+    train.add_argument("--no-input-feeding", action="store_true", help="do not feed h̃_{t-1} into step t")
+    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--train-size", type=positive_int, default=None, help="training examples")
+    train.add_argument("--seed", type=seed_value, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--results", default=None, help="also write the results JSON here")
+    add_common(train)
+    translate = action.add_parser("translate", help="print the ISO date for each input (arguments, else stdin)")
+    translate.add_argument("--out", required=True, help="run folder written by dates train")
+    translate.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy)")
+    translate.add_argument("texts", nargs="*", help="dates as people write them; none: one per line from stdin")
+    add_common(translate)
 
 
 def main(argv=None):
@@ -208,7 +235,8 @@ def main(argv=None):
     except ValueError as error:
         parser.error(str(error))
     torch.set_num_threads(args.threads)
-    commands = {"train": train_command, "evaluate": evaluate_command, "generate": generate_command}
+    commands = {"train": train_command, "evaluate": evaluate_command, "generate": generate_command,
+                "dates": dates_command}
     try:
         return commands[args.command](args, argv) or 0
     except UsageError as error:
@@ -307,4 +335,40 @@ def generate_command(args, argv):
     generator = torch.Generator().manual_seed(args.seed)
     words = generate(model, vocab, prompt, args.steps, args.temperature, args.top_k, generator)
     print(" ".join(prompt + words))
+    return 0
+
+
+def dates_command(args, argv):
+    """`dates train`: train or resume a date translator; `dates translate`: one ISO date per input line."""
+    out = Path(args.out)
+    if args.dates_command == "translate":
+        if not (out / "checkpoint.pt").is_file():
+            raise RunError(f"{out} holds no checkpoint.pt: train one with `python -m lstm_lab dates train --out {out}`")
+        model, src_vocab, tgt_vocab = load_dates_model(out, args.device)
+        texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
+        try:
+            outputs = translate_dates(model, texts, src_vocab, tgt_vocab, args.device, args.beam)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        for text, iso in zip(texts, outputs):
+            print(f"{iso}\t{text}" if is_real_date(iso) else f"{iso} (not a real date)\t{text}")
+        return 0
+    overrides = {"score": args.score, "input_feeding": not args.no_input_feeding, "epochs": args.epochs,
+                 "train_size": args.train_size, "seed": args.seed}
+    config = DatesConfig(**{k: v for k, v in overrides.items() if v is not None})
+    with run_lock(out):
+        has_run = (out / "checkpoint.pt").exists()
+        if has_run and not args.resume:
+            raise RunError(f"{out} already holds a run: add --resume to continue it, or pick another --out")
+        if args.resume and not has_run:
+            raise RunError(f"--resume given but {out} holds no checkpoint.pt")
+        remove_stale_parts(out)
+        try:
+            results = train_dates(config, out, args.device, args.resume, argv)
+        except ValueError as error:  # --resume with other options than the run was started with
+            raise RunError(str(error)) from None
+    if args.results:
+        atomic_write_json(results, Path(args.results))
+    print(f"test exact match {results['test']['exact']:.4f}, unseen formats {results['unseen']['exact']:.4f}, "
+          f"{results['train_seconds']:.0f} s of training")
     return 0
