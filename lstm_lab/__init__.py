@@ -24,7 +24,10 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     checkpoint  checkpoints as dicts plus config.json, resumable                            (6)
     runs        run folders (recorder, lock, resume, reading back) and recorded results     (6)
     generate    sampling with temperature, top-k and a prompt                               (6)
-    cli         python -m lstm_lab train | evaluate | generate | bench: the parser only     (6)
+    dates       the date-normalisation task: formats, splits, vocabularies, batches         (9)
+    seq2seq     packed bidirectional encoder, Luong attention, LSTMCell decoder, beam       (9)
+    seq2seq_train  training the date translator, accuracy, resumable run folder            (9)
+    cli         python -m lstm_lab train | evaluate | generate | dates | bench: the parser (6, 9)
     plots       the matplotlib figures the chapters draw
     runtime     device choice and seeding
     show        showing the package's own source and tables in a chapter

@@ -206,3 +206,21 @@ def plot_layer_gradients(panels, sharey=True):
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_attention(examples, columns=3):
+    """Attention maps: for each example, which source character (x) each output character (y) looked at.
+
+    examples: [(source string, output string, weights (len(output), len(source)) array)].  Returns the figure.
+    Chapter 9."""
+    rows = (len(examples) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 2.9 * rows), squeeze=False)
+    for ax, (source, output, weights) in zip(axes.flat, examples):
+        ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(source)), list(source), fontsize=8, fontfamily="monospace")
+        ax.set_yticks(range(len(output)), list(output), fontsize=8, fontfamily="monospace")
+        ax.set_title(repr(source), fontsize=9)
+    for ax in axes.flat[len(examples):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

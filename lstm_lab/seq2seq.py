@@ -125,12 +125,15 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.encoder = Encoder(src_vocab_size, embed_size, hidden_size, pad_id)
         self.decoder = Decoder(tgt_vocab_size, embed_size, hidden_size, score, input_feeding)
+        self.mask_padding = True  # False: attention may look at padding too (chapter 9 shows what that does)
 
     def encode(self, src, lengths):
         """Everything the decoder needs from a source: (state, h_tilde, memory (B, S, H), keys, mask (B, S))."""
         memory, state = self.encoder(src, lengths)
         memory = memory.transpose(0, 1)  # (B, S, H): batch-first for bmm
         mask = torch.arange(src.shape[0], device=src.device) < lengths.to(src.device).unsqueeze(1)  # (B, S)
+        if not self.mask_padding:
+            mask = torch.ones_like(mask)
         attention = self.decoder.attention
         keys = attention.keys(memory) if attention is not None else None
         return state, torch.zeros_like(state[0]), memory, keys, mask

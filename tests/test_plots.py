@@ -5,9 +5,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lstm_lab.plots import (plot_batchify_layout, plot_gradient_norms, plot_layer_gradients,  # noqa: E402
-                            plot_memory_trace, plot_recorded_runs, plot_relative_errors, plot_seed_curves,
-                            plot_stacked_lstm)
+from lstm_lab.plots import (plot_attention, plot_batchify_layout, plot_gradient_norms,  # noqa: E402
+                            plot_layer_gradients, plot_memory_trace, plot_recorded_runs, plot_relative_errors,
+                            plot_seed_curves, plot_stacked_lstm)
 from lstm_lab.runs import load_recorded  # noqa: E402
 
 
@@ -87,4 +87,15 @@ def test_plot_layer_gradients_one_panel_per_case_one_line_per_layer():
 def test_plot_stacked_lstm_draws_a_box_per_layer_and_step():
     fig = plot_stacked_lstm(num_layers=2, seq_len=3)
     assert len(fig.axes[0].patches) == 2 * 3
+    plt.close(fig)
+
+
+def test_plot_attention_one_map_per_example_with_the_characters_as_ticks():
+    weights = np.eye(3, 4)
+    fig = plot_attention([("abcd", "xyz", weights), ("ab", "x", np.ones((1, 2)) / 2)], columns=3)
+    first = fig.axes[0]
+    np.testing.assert_allclose(first.get_images()[0].get_array(), weights)
+    assert [t.get_text() for t in first.get_xticklabels()] == list("abcd")
+    assert [t.get_text() for t in first.get_yticklabels()] == list("xyz")
+    assert not fig.axes[2].axison  # the unused third panel is blank
     plt.close(fig)

@@ -117,7 +117,8 @@ def luong_step_by_hand(decoder, y_prev, h, c, h_tilde, memory, length):
         elif decoder.attention.score == "general":
             scores.append(h @ (p["attention.W_a.weight"] @ memory[s]))
         else:
-            scores.append(p["attention.v_a.weight"][0] @ torch.tanh(p["attention.W_a.weight"] @ torch.cat([h, memory[s]])))
+            W_a, v_a = p["attention.W_a.weight"], p["attention.v_a.weight"][0]
+            scores.append(v_a @ torch.tanh(W_a @ torch.cat([h, memory[s]])))
     a = torch.softmax(torch.stack(scores), dim=0)
     context = sum(a[s] * memory[s] for s in range(length))
     h_tilde = torch.tanh(p["W_c.weight"] @ torch.cat([context, h]))
