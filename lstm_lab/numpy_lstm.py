@@ -41,12 +41,14 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
     return np.stack(hs), (h, c), cache
 
 
-def lstm_backward(dhs, dh_T, dc_T, cache, tanh_grad=lambda g: 1 - g ** 2):
+def lstm_backward(dhs, dh_T, dc_T, cache, tanh_grad=lambda g: 1 - g ** 2, tanh_grad_back=None):
     """Backpropagation through time for `lstm_forward`.
 
     dhs: (T, B, H) gradient of the loss w.r.t. every output h_t;  dh_T, dc_T: (B, H) gradients w.r.t.
     the final state (zeros if the loss ignores it).  `tanh_grad(g)` is the derivative of the candidate
-    g = tanh(a_g) written in terms of g; chapter 2 swaps in a misprinted one to see the check fail.
+    g = tanh(a_g) written in terms of g.  `tanh_grad_back`, if given, replaces it on the path back to
+    x_t and h_{t-1} only, the weights' gradients keeping `tanh_grad`: chapter 2 puts a misprint there,
+    where a student report has it (its equation 7), to see the check fail.
     Returns a dict of gradients with keys x (T, B, I), h0, c0 (B, H), W_ih, W_hh, b_ih, b_hh (their
     own shapes).  Introduced in chapter 2."""
     W_ih, W_hh = cache["W_ih"], cache["W_hh"]
@@ -67,6 +69,8 @@ def lstm_backward(dhs, dh_T, dc_T, cache, tanh_grad=lambda g: 1 - g ** 2):
         grads["W_hh"] += da.T @ h_prev
         grads["b_ih"] += da.sum(axis=0)
         grads["b_hh"] += da.sum(axis=0)
+        if tanh_grad_back is not None:  # the path back to x_t and h_{t-1} uses another derivative of g
+            da = np.concatenate([da[:, :2 * g.shape[1]], dg * tanh_grad_back(g), da[:, 3 * g.shape[1]:]], axis=1)
         dx.append(da @ W_ih)  # (B, 4H) @ (4H, I)
         dh_next = da @ W_hh
     grads.update(x=np.stack(dx[::-1]), h0=dh_next, c0=dc_next)
@@ -110,23 +114,23 @@ def random_lstm_problem(seq_len, batch_size, input_size, hidden_size, seed=0):
 INPUTS = ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh")  # what a problem's loss is differentiated by
 
 
-def hand_gradients(problem, tanh_grad=lambda g: 1 - g ** 2):
+def hand_gradients(problem, tanh_grad=lambda g: 1 - g ** 2, tanh_grad_back=None):
     """The gradients of a `random_lstm_problem`'s loss by the hand-written backward pass.
 
-    Returns {name: array} for every name in INPUTS; tanh_grad is passed on to `lstm_backward` (chapter 2
-    swaps in a misprinted one).  Introduced in chapter 2."""
+    Returns {name: array} for every name in INPUTS; tanh_grad and tanh_grad_back are passed on to
+    `lstm_backward` (chapter 2 swaps in a misprinted one).  Introduced in chapter 2."""
     _, _, cache = lstm_forward(*(problem[name] for name in INPUTS))
-    return lstm_backward(problem["R_hs"], problem["R_h"], problem["R_c"], cache, tanh_grad)
+    return lstm_backward(problem["R_hs"], problem["R_h"], problem["R_c"], cache, tanh_grad, tanh_grad_back)
 
 
-def gradient_check(problem, eps=1e-6, tanh_grad=lambda g: 1 - g ** 2):
+def gradient_check(problem, eps=1e-6, tanh_grad=lambda g: 1 - g ** 2, tanh_grad_back=None):
     """Compare `hand_gradients` with central differences on every input of `problem`.
 
-    problem: a dict from `random_lstm_problem`; tanh_grad is passed on to `lstm_backward`.
+    problem: a dict from `random_lstm_problem`; tanh_grad and tanh_grad_back go to `lstm_backward`.
     Returns {name: relative error}.  Introduced in chapter 2."""
     def loss():
         hs, (h_T, c_T), _ = lstm_forward(*(problem[name] for name in INPUTS))
         return np.sum(hs * problem["R_hs"]) + np.sum(h_T * problem["R_h"]) + np.sum(c_T * problem["R_c"])
 
-    analytic = hand_gradients(problem, tanh_grad)
+    analytic = hand_gradients(problem, tanh_grad, tanh_grad_back)
     return {name: relative_error(analytic[name], numerical_gradient(loss, problem[name], eps)) for name in INPUTS}

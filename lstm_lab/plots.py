@@ -71,7 +71,8 @@ def plot_relative_errors(checks, threshold=None, ax=None, title=None):
     ax.set_yscale("log")
     ax.set_ylabel("relative error")
     ax.set_title(title or "Gradient check: hand-written backward vs reference")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
+    ax.figure.tight_layout()
     return ax.figure, ax
 
 

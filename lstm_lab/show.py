@@ -41,13 +41,12 @@ def declaration(name, obj):
     return f"{'class' if inspect.isclass(obj) else 'def'} {name}{inspect.signature(obj)}"
 
 
-def api_reference(modules):
-    """Markdown for an API reference: per module its docstring, then each public function and class
-    with its signature and docstring.  Used by the appendix, so the reference is rebuilt from the code."""
-    parts = []
-    for module in modules:
-        parts.append(f"## `{module.__name__}`\n\n```text\n{inspect.getdoc(module) or ''}\n```")
-        for name, obj in public_members(module):
-            parts.append(f"### `{name}`\n\n```python\n{declaration(name, obj)}\n```\n\n"
-                         f"```text\n{inspect.getdoc(obj) or '(no docstring)'}\n```")
+def module_reference(module):
+    """Markdown for one module of the API reference: its docstring, then each public function and class with
+    its signature and docstring.  The appendix gives every module a heading of its own and calls this under
+    it, so the reference is rebuilt from the code at every build."""
+    parts = [f"```text\n{inspect.getdoc(module) or ''}\n```"]
+    for name, obj in public_members(module):
+        parts.append(f"### `{name}`\n\n```python\n{declaration(name, obj)}\n```\n\n"
+                     f"```text\n{inspect.getdoc(obj) or '(no docstring)'}\n```")
     return Markdown("\n\n".join(parts))

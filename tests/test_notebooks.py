@@ -1,9 +1,12 @@
 """The chapters as committed: output-free, listed in the table of contents, built from one template."""
 import json
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
+
+import lstm_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
@@ -52,3 +55,13 @@ def test_every_cell_that_may_raise_says_what_it_raises(path):
             f"{path.name}, cell {cell_id}: a raises-exception cell needs metadata "
             '"raises": {"type": "RuntimeError", "match": "a regular expression found in the message"}')
         re.compile(raises["match"])
+
+
+def test_the_api_page_has_a_section_for_every_module():
+    cells = json.loads((ROOT / "appendix" / "api.ipynb").read_text())["cells"]
+    sources = [("".join(c["source"]), c["cell_type"]) for c in cells]
+    headings = [source for source, kind in sources if kind == "markdown" and source.startswith("## ")]
+    modules = sorted(m.name for m in pkgutil.iter_modules(lstm_lab.__path__) if not m.name.startswith("_"))
+    assert headings == [f"## `lstm_lab.{name}`" for name in modules]
+    calls = [source for source, kind in sources if kind == "code" and "module_reference(" in source]
+    assert calls == [f'module_reference(importlib.import_module("lstm_lab.{name}"))' for name in modules]

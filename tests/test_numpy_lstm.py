@@ -84,3 +84,18 @@ def test_relative_error_scale():
     assert relative_error(np.ones(3), np.ones(3)) == 0.0
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
     assert relative_error(np.ones(3), -np.ones(3)) == pytest.approx(1.0)
+
+
+def test_a_misprint_on_the_path_back_only_leaves_one_step_weight_gradients_exact():
+    # report 002 misprints tanh' as (1 - g)^2 in its equation for the gradient to h_{t-1} and x_t only
+    typo = lambda g: (1 - g) ** 2
+    one_step = random_lstm_problem(1, 3, 4, 5, seed=0)
+    right, back_only = hand_gradients(one_step), hand_gradients(one_step, tanh_grad_back=typo)
+    for name in ("W_ih", "W_hh", "b_ih", "b_hh", "c0"):
+        np.testing.assert_array_equal(back_only[name], right[name])
+    assert relative_error(back_only["x"], right["x"]) > 1e-2 and relative_error(back_only["h0"], right["h0"]) > 1e-2
+    everywhere = hand_gradients(one_step, tanh_grad=typo)
+    assert relative_error(everywhere["W_ih"], right["W_ih"]) > 1e-2  # the misprint in every equation
+    two_steps = random_lstm_problem(2, 3, 4, 5, seed=0)
+    errors = gradient_check(two_steps, tanh_grad_back=typo)
+    assert min(errors.values()) > 1e-3  # from two steps on, every gradient is wrong

@@ -1,7 +1,7 @@
 """The display helpers chapters use to show package code, tables and the API reference."""
 import lstm_lab.cells
 from lstm_lab.cells import cell_update
-from lstm_lab.show import api_reference, declaration, public_members, show_source, show_table
+from lstm_lab.show import declaration, module_reference, public_members, show_source, show_table
 
 
 def test_show_source_is_the_package_source_as_python():
@@ -23,7 +23,7 @@ def test_public_members_are_the_module_own_and_not_private():
 
 
 def test_api_reference_lists_signatures_and_docstrings():
-    text = api_reference([lstm_lab.cells]).data
-    assert "## `lstm_lab.cells`" in text
+    text = module_reference(lstm_lab.cells).data
+    assert text.startswith("```text\nLSTM cells in PyTorch")  # the module's docstring first
     assert "def cell_update(gates, c)" in text and "class LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)" in text
     assert declaration("Oops", type("Oops", (ValueError,), {})) == "class Oops(ValueError)"
