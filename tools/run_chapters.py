@@ -68,7 +68,7 @@ def execute(path, timeout, kernel_name="python3"):
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # without the terminal colours
         error = text.splitlines()[-1][:500] if text else type(exc).__name__
     seconds = time.perf_counter() - start
-    cell, source = failing_cell(nb)
+    cell, source = failing_cell(nb) if status != "ok" else (None, None)  # an ok run's errors were expected ones
     record = {"notebook": str(path.relative_to(REPO)), "status": status, "seconds": round(seconds, 1),
               "setup_line": first_output_line(nb), "error": error, "error_cell": cell, "error_cell_source": source}
     return nb, record
