@@ -12,6 +12,7 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     ladder      seven LSTMs of increasing speed, each the same function as nn.LSTM          (3)
     timing      fair timing (warm-up, synchronisation, interleaving) and small speed checks (3)
     bench       the speed-ladder benchmark and its command line                             (3)
+    epoch_time  report 000's training loop, one fix at a time, and its epoch time projected (3)
     provenance  device, versions, commit, command and date of a recorded result             (3)
     clinic      the autograd errors reproduced, explained and fixed                         (4)
     depth       stacked LSTMs: parameter counts, tied layers, the depth study               (5)

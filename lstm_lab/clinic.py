@@ -30,17 +30,17 @@ from lstm_lab.train import graph_size
 
 class StudentLSTM(nn.Module):
     """One LSTM layer as student reports write it: per gate, x @ W_x? (I, H) + h @ W_h? (H, H) + b_?,
-    every weight drawn as randn * 0.01.
+    every weight drawn as randn * init_scale (the reports' 0.01 by default).
 
     register=True wraps each in nn.Parameter; register=False keeps plain tensor attributes, which is
     what `self.W_xi = (torch.randn(I, H) * 0.01).to(device)` does: `device` is where they are created
     (the reports' `.to(device)`; `model.to(device)` will not move them).  forward(x (T, B, I), state=None)
     -> output (T, B, H), (h, c) each (B, H).  Introduced in chapter 4."""
 
-    def __init__(self, input_size, hidden_size, register=True, seed=0, device=None):
+    def __init__(self, input_size, hidden_size, register=True, seed=0, device=None, init_scale=0.01):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        weight = lambda *shape: (torch.randn(*shape, generator=generator) * 0.01).to(device)
+        weight = lambda *shape: (torch.randn(*shape, generator=generator) * init_scale).to(device)
         wrap = nn.Parameter if register else (lambda t: t)
         self.hidden_size = hidden_size
         for gate in GATES:
@@ -70,14 +70,14 @@ class StudentLSTM(nn.Module):
 class StudentLM(nn.Module):
     """Embedding -> StudentLSTM -> linear decoder: forward(tokens (T, B), state) -> logits (T, B, V), state.
 
-    Only the LSTM's weights depend on `register`; `device` is where the LSTM's weights are created (see
-    `StudentLSTM`).  Introduced in chapter 4."""
+    Only the LSTM's weights depend on `register` and `init_scale`; `device` is where the LSTM's weights are
+    created (see `StudentLSTM`).  Introduced in chapter 4."""
 
-    def __init__(self, vocab_size, hidden_size, register=True, seed=0, device=None):
+    def __init__(self, vocab_size, hidden_size, register=True, seed=0, device=None, init_scale=0.01):
         super().__init__()
         torch.manual_seed(seed)
         self.embedding = nn.Embedding(vocab_size, hidden_size)
-        self.lstm = StudentLSTM(hidden_size, hidden_size, register, seed, device)
+        self.lstm = StudentLSTM(hidden_size, hidden_size, register, seed, device, init_scale)
         self.decoder = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, tokens, state=None):

@@ -1,0 +1,39 @@
+"""lstm_lab.epoch_time: report 000's loop and its fixes train the same windows; the projection adds up growth."""
+import pytest
+import torch
+
+from lstm_lab.corpus import batchify
+from lstm_lab.epoch_time import LOOP_VARIANTS, LoopRunner, loop_model, project_epoch, time_variants
+from lstm_lab.train import graph_size
+
+
+def test_the_projection_adds_up_a_window_time_that_grows_linearly():
+    seconds = [9.0, 9.0] + [1.0 + 0.5 * k for k in range(2, 12)]  # two warm-up windows, then 1 + 0.5 k
+    grown = project_epoch(seconds, 100, grows=True)
+    assert grown["a"] == pytest.approx(1.0) and grown["b"] == pytest.approx(0.5)
+    assert grown["epoch"] == pytest.approx(100 * 1.0 + 0.5 * 100 * 99 / 2)
+    flat = project_epoch([9.0, 9.0, 2.0, 3.0, 2.5], 10, grows=False)
+    assert flat == {"a": 2.5, "b": 0.0, "epoch": 25.0}  # the median window, ten times
+
+
+def test_every_variant_trains_on_the_same_windows_and_only_registered_weights_learn():
+    torch.manual_seed(0)
+    source = batchify(torch.randint(0, 50, (2000,)), 8)
+    runners = time_variants(LOOP_VARIANTS, source, 5, vocab_size=50, hidden_size=16, rounds=3, per_round=2)
+    assert all(len(r.seconds) == 6 and len(r.losses) == 6 for r in runners.values())
+    first_losses = {round(r.losses[0], 4) for name, r in runners.items() if "lstm_lab" in name or "nn.LSTM" in name}
+    assert len(first_losses) == 1  # lstm_lab.LSTM and nn.LSTM: the same model, the same first window
+    student = [r for name, r in runners.items() if name.startswith(("as written", "+ state detached"))]
+    assert not any(p.requires_grad for p in [student[0].model.lstm.W_xi])  # plain tensors: never trained
+    assert runners["+ weights registered as parameters"].model.lstm.W_xi.requires_grad
+
+
+def test_retain_graph_keeps_every_earlier_window_behind_the_state():
+    torch.manual_seed(0)
+    source = batchify(torch.randint(0, 50, (2000,)), 8)
+    sizes = {}
+    for fix in ("retain_graph", "detach"):
+        runner = LoopRunner(loop_model("student, unregistered", 50, 16), source, 5, fix)
+        runner.run(3)
+        sizes[fix] = graph_size(runner.state[0])  # autograd nodes the carried state still reaches
+    assert sizes["retain_graph"] > 2.5 * sizes["detach"]  # three windows of graph behind the state, against one
