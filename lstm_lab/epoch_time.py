@@ -35,12 +35,13 @@ LOOP_VARIANTS = {
 }
 
 
-def loop_model(kind, vocab_size, hidden_size, seed=0, device="cpu"):
+def loop_model(kind, vocab_size, hidden_size, seed=0, device="cpu", init_scale=0.01):
     """The language model of one variant, on `device`: embedding -> one LSTM layer -> decoder, of width
-    hidden_size.  The student's plain-tensor weights are created on the device, as the report's `.to(device)`."""
+    hidden_size.  The student's weights are randn * init_scale, created on the device as the report's
+    `.to(device)`."""
     if kind.startswith("student"):
         return StudentLM(vocab_size, hidden_size, register=kind.endswith(", registered"), seed=seed,
-                         device=device).to(device)
+                         device=device, init_scale=init_scale).to(device)
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=vocab_size, embed_size=hidden_size, hidden_size=hidden_size, num_layers=1,
                          rnn=kind)
@@ -57,11 +58,12 @@ def last_word_logits(model, inputs, state):
 
 class LoopRunner:
     """One variant's training loop, advanced a few windows at a time: Adam on model.parameters(), the
-    cross-entropy of the word after each window (as the report: n words in, the next word out), the state
-    carried as `state_fix` says ("detach", or "retain_graph" as the report)."""
+    cross-entropy of the word after each window (targets="last", as the report: n words in, the next word
+    out) or of the word after every position ("all"), the state carried as `state_fix` says ("detach", or
+    "retain_graph" as the report)."""
 
-    def __init__(self, model, source, seq_len, state_fix, lr=1e-3):
-        self.model, self.state_fix = model, state_fix
+    def __init__(self, model, source, seq_len, state_fix, lr=1e-3, targets="last"):
+        self.model, self.state_fix, self.targets = model, state_fix, targets
         self.device = next(model.parameters()).device
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.windows = bptt_windows(source, seq_len)
@@ -75,8 +77,12 @@ class LoopRunner:
             start = time.perf_counter()
             if self.state_fix == "detach" and self.state is not None:
                 self.state = tuple(s.detach() for s in self.state)
-            logits, self.state = last_word_logits(self.model, inputs, self.state)
-            loss = F.cross_entropy(logits, targets[-1])
+            if self.targets == "last":
+                logits, self.state = last_word_logits(self.model, inputs, self.state)
+                loss = F.cross_entropy(logits, targets[-1])  # (B, V) against the word after each window
+            else:
+                logits, self.state = self.model(inputs, self.state)
+                loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # every position
             self.optimizer.zero_grad()
             loss.backward(retain_graph=self.state_fix == "retain_graph")
             self.optimizer.step()

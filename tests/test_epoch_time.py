@@ -37,3 +37,20 @@ def test_retain_graph_keeps_every_earlier_window_behind_the_state():
         runner.run(3)
         sizes[fix] = graph_size(runner.state[0])  # autograd nodes the carried state still reaches
     assert sizes["retain_graph"] > 2.5 * sizes["detach"]  # three windows of graph behind the state, against one
+
+
+def test_the_loss_scores_the_last_word_or_every_position():
+    torch.manual_seed(0)
+    source = batchify(torch.randint(0, 50, (2000,)), 8)
+    inputs_targets = {}
+    for targets in ("last", "all"):
+        model = loop_model("student, registered", 50, 16)
+        runner = LoopRunner(model, source, 5, "detach", targets=targets)
+        runner.run(1)
+        inputs_targets[targets] = runner.losses[0]
+    model = loop_model("student, registered", 50, 16)
+    x, y = source[:5], source[1:6]
+    logits, _ = model(x)
+    expected = {"last": torch.nn.functional.cross_entropy(logits[-1], y[-1]).item(),
+                "all": torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()}
+    assert inputs_targets == pytest.approx(expected)
