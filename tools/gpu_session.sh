@@ -14,7 +14,9 @@
 #   3. every chapter executed top to bottom (tools/run_chapters.py), beside step 2;
 #   4. the Zaremba-medium language model with nn.LSTM (cuDNN) for each seed in $SEEDS (default "0"),
 #      beside step 2;
-#   5. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 2 is done
+#   5. chapter 5's depth study (tools/depth_study.py --device cuda, four runs side by side) into
+#      RUNS/depth-200-cuda, beside step 2;
+#   6. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 2 is done
 #      (or after BENCH_DEADLINE seconds, default 1200, at the latest; the log says which).
 # The result JSONs land in RUNS; copy them into lstm_lab/recorded/ and commit them.
 set -uo pipefail
@@ -58,6 +60,8 @@ session() {
   for seed in ${SEEDS:-0}; do
     step "medium-torch-seed$seed" "$runs/ptb-zaremba-medium-torch-seed$seed.json" '"complete": true' train torch "$seed"
   done
+  step depth-study "$runs/depth-study.done" 'done' bash -c "python tools/depth_study.py --device cuda --workers 4 \
+    --record $runs/depth-200-cuda --runs $runs/depth-runs && echo done > $runs/depth-study.done"
   while kill -0 "$lab" 2>/dev/null && [ $SECONDS -lt "${BENCH_DEADLINE:-1200}" ]; do sleep 5; done
   kill -0 "$lab" 2>/dev/null && echo "$(date -u +%T) bench: starting while medium-lab still runs (deadline)"
   step bench "$runs/bench-gpu.json" '"results"' python -m lstm_lab bench --device cuda --json "$runs/bench-gpu.json"
