@@ -1,0 +1,105 @@
+"""Chapter 8's Tang poems: split, forms, vocabulary, padded batches, the masked loss, the packed model and
+poems generated to a form."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, encode_poem, generate_poem, load_poems, masked_nll,
+                            pad_batch, padding_share, poem_form, poem_split, poem_vocab)
+
+QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+POEMS = [QUATRAIN, "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓，处处闻啼鸟。",
+         "两个黄鹂鸣翠柳，一行白鹭上青天。窗含西岭千秋雪，门泊东吴万里船。"]
+SHARED = os.environ.get("LSTM_LAB_DATA")
+needs_tang = pytest.mark.skipif(not (SHARED and (Path(SHARED) / "tang" / "poems.txt").is_file()),
+                                reason="needs the Tang corpus in $LSTM_LAB_DATA")
+
+
+def test_forms_are_read_from_lines_and_punctuation():
+    assert poem_form(QUATRAIN) == "5x4"
+    assert poem_form(POEMS[3]) == "7x4"
+    assert poem_form(QUATRAIN * 2) == "5x8"
+    assert poem_form(POEMS[2]) is None  # two lines: no form of the four
+    assert poem_form(QUATRAIN.replace("。", "，")) is None  # every line must close as the form says
+    assert poem_form("白日依山尽黄河入海流") is None
+
+
+def test_the_split_depends_on_the_text_only():
+    assert [poem_split(p) for p in POEMS] == [poem_split(p) for p in reversed(POEMS)][::-1]
+    shares = {s: 0 for s in ("train", "valid", "test")}
+    for k in range(4000):
+        shares[poem_split(f"诗{k}。")] += 1
+    assert 0.03 < shares["test"] / 4000 < 0.07 and 0.03 < shares["valid"] / 4000 < 0.07
+
+
+def test_vocabulary_batches_and_the_masked_loss():
+    vocab = poem_vocab(POEMS)
+    assert vocab.itos[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and vocab.stoi[PAD] == 0
+    assert encode_poem("白龘", vocab).tolist() == [1, vocab.stoi["白"], 3, 2]  # unknown -> <unk>
+    inputs, targets, lengths = pad_batch(POEMS, vocab)
+    assert inputs.shape == targets.shape == (len(POEMS[3]) + 1, 4)
+    assert lengths.tolist() == [len(p) + 1 for p in POEMS]
+    assert targets[lengths[2] - 1, 2] == vocab.stoi["<eos>"] and targets[lengths[2]:, 2].eq(0).all()
+    logits = torch.randn(*targets.shape, len(vocab), dtype=torch.float64)
+    by_hand = torch.stack([-torch.log_softmax(logits[t, b], 0)[targets[t, b]]
+                           for b in range(4) for t in range(int(lengths[b]))]).mean()
+    torch.testing.assert_close(masked_nll(logits, targets, 0), by_hand)
+    torch.testing.assert_close(masked_nll(logits, targets, 0, how="mask"), by_hand)
+    assert padding_share([QUATRAIN], 30) == pytest.approx(1 - 25 / 30)  # 24 characters and <eos> of 30
+
+
+def test_bucketed_batches_hold_every_poem_once_and_similar_lengths_together():
+    poems = [("字" * n) + "。" for n in range(1, 201)]
+    groups = batches(poems, 10, torch.Generator().manual_seed(0))
+    assert sorted(p for g in groups for p in g) == sorted(poems)
+    assert max(max(map(len, g)) - min(map(len, g)) for g in groups) <= 10  # sorted within chunks
+    assert batches(poems, 10, bucket=False)[0] == poems[:10]
+
+
+def test_the_packed_model_reads_each_poem_as_if_alone():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = PoemLM(len(vocab), 8, 12, num_layers=2).double().eval()
+    inputs, _, lengths = pad_batch(POEMS, vocab)
+    logits = model(inputs, lengths)
+    for b in range(4):
+        n = int(lengths[b])
+        alone = model(inputs[:n, b:b + 1], lengths[b:b + 1])
+        torch.testing.assert_close(logits[:n, b], alone[:, 0])
+        state, steps = None, []
+        for t in range(n):  # one character at a time, as generation does
+            step_logits, state = model.step(inputs[t, b:b + 1], state)
+            steps.append(step_logits[0])
+        torch.testing.assert_close(torch.stack(steps), alone[:, 0])
+
+
+def test_generated_poems_keep_the_form_and_the_acrostic():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = PoemLM(len(vocab), 8, 12, num_layers=1)
+    for form, (width, lines) in FORMS.items():
+        poem = generate_poem(model, vocab, form, seed=1)
+        assert poem_form(poem) == form
+    poem = generate_poem(model, vocab, "5x4", acrostic="白黄欲更", top_k=5)
+    assert [line[0] for line in poem.replace("。", "，").split("，")[:4]] == list("白黄欲更")
+    assert generate_poem(model, vocab, "7x4", first="春").startswith("春")
+    assert generate_poem(model, vocab, "5x4", temperature=0) == generate_poem(model, vocab, "5x4", temperature=0,
+                                                                                 seed=9)  # greedy: no sampling
+    with pytest.raises(ValueError, match="unknown form '6x4'; choose one of: 5x4, 7x4, 5x8, 7x8"):
+        generate_poem(model, vocab, "6x4")
+    with pytest.raises(ValueError, match="never saw in training: 龘"):
+        generate_poem(model, vocab, "5x4", acrostic="白龘欲更")
+    with pytest.raises(ValueError, match="needs 4 characters, got 2"):
+        generate_poem(model, vocab, "5x4", acrostic="白黄")
+    with pytest.raises(ValueError, match="first must be one character"):
+        generate_poem(model, vocab, "5x4", first="白日")
+
+
+@needs_tang
+def test_the_corpus_splits_into_disjoint_parts_of_the_whole():
+    splits = load_poems()
+    assert sum(map(len, splits.values())) == 57_580
+    assert not set(splits["test"]) & set(splits["train"]) and not set(splits["valid"]) & set(splits["train"])
+    assert all(poem_split(p) == "test" for p in splits["test"][:100])
