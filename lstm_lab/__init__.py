@@ -26,6 +26,7 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     runs        run folders (recorder, lock, resume, reading back) and recorded results     (6)
     generate    sampling with temperature, top-k and a prompt                               (6)
     poems       Tang poems: split, forms, masked loss, packed model, poems to a form        (8)
+    poems_train  training the poem model: optimizers, early stopping, resumable run folder (8)
     dates       the date-normalisation task: formats, splits, vocabularies, batches         (9)
     seq2seq     packed bidirectional encoder, Luong attention, LSTMCell decoder, beam       (9)
     seq2seq_train  training the date translator, accuracy, resumable run folder            (9)

@@ -1,8 +1,10 @@
-"""The command line: `python -m lstm_lab train | evaluate | generate | dates | bench`, and nothing else.
+"""The command line: `python -m lstm_lab train | evaluate | generate | poems | dates | bench`, and nothing else.
 
     python -m lstm_lab train --preset zaremba-small --rnn lab --out runs/small-lab [--resume] [--epochs N]
     python -m lstm_lab evaluate --out runs/small-lab [--split test --batch-size 1]
     python -m lstm_lab generate --out runs/small-lab --prompt "the market" --steps 30 --temperature 0.8 --top-k 40
+    python -m lstm_lab poems train --out runs/poems --optimizer adam [--resume]
+    python -m lstm_lab poems generate --out runs/poems --acrostic 春夏秋冬 --form 5x4
     python -m lstm_lab dates train --out runs/dates --score general [--resume]
     python -m lstm_lab dates translate --out runs/dates "3 March 1999" "Mar 3, 99"   (or one per line on stdin)
     python -m lstm_lab bench ...   (forwarded to lstm_lab.bench.main)
@@ -29,6 +31,8 @@ from lstm_lab.generate import generate
 from lstm_lab.model import LanguageModel, count_parameters
 from lstm_lab.runs import (DAMAGED_CHECKPOINT_FIX, LOCK_FILE, RunError, RunRecorder, check_out_dir, check_vocab,
                            load_run, read_checkpoint, resume_from, resumed_configs, run_lock)
+from lstm_lab.poems import generate_poem
+from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, load_poems_model, train_poems
 from lstm_lab.runtime import check_device, pick_device, seed_everything
 from lstm_lab.seq2seq import SCORES
 from lstm_lab.seq2seq_train import DatesConfig, is_real_date, load_dates_model, train_dates, translate_dates
@@ -87,6 +91,14 @@ def dropout_probability(text):
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability from 0 up to (not including) 1, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type: a finite float >= 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be 0 or more and finite, got {text}")
     return value
 
 
@@ -152,7 +164,8 @@ def add_weights(parser):
 def build_parser():
     """The argparse parser of all subcommands."""
     parser = argparse.ArgumentParser(prog="python -m lstm_lab", description="LSTM Lab language models")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,generate,dates,bench}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,evaluate,generate,poems,dates,bench}")
     train = sub.add_parser("train", help="train a preset, checkpointing every epoch")
     train.add_argument("--preset", required=True, choices=list(PRESETS), help="named configuration")
     train.add_argument("--rnn", choices=RNN_CHOICES, default="lab", help="lab: lstm_lab.LSTM, torch: nn.LSTM")
@@ -193,9 +206,39 @@ def build_parser():
     generate.add_argument("--seed", type=seed_value, default=0)
     add_weights(generate)
     add_common(generate)
+    add_poems(sub)
     add_dates(sub)
     sub.add_parser("bench", help="speed benchmarks (arguments go to lstm_lab.bench)", add_help=False)
     return parser
+
+
+def add_poems(sub):
+    """`poems train | generate`: chapter 8's Tang poem model."""
+    poems = sub.add_parser("poems", help="chapter 8's Tang poems: train | generate")
+    action = poems.add_subparsers(dest="poems_command", required=True, metavar="{train,generate}")
+    train = action.add_parser("train", help="train a character model of Tang poems, checkpointing every epoch")
+    train.add_argument("--out", required=True, help="run folder for checkpoint.pt and results.json")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    train.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the config's)")
+    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--hidden-size", type=int_in(1, MAX_WIDTH), default=None)
+    train.add_argument("--embed-size", type=int_in(1, MAX_WIDTH), default=None)
+    train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None)
+    train.add_argument("--batch-size", type=positive_int, default=None)
+    train.add_argument("--max-poems", type=non_negative_int, default=None, help="train on the first N poems (0: all)")
+    train.add_argument("--seed", type=seed_value, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--results", default=None, help="also write the results JSON here")
+    add_common(train)
+    generate = action.add_parser("generate", help="write a poem of a form, from a first character or an acrostic")
+    generate.add_argument("--out", required=True, help="run folder written by poems train")
+    generate.add_argument("--form", default="5x4", help="characters x lines: 5x4, 7x4, 5x8 or 7x8")
+    generate.add_argument("--first", default=None, help="the poem's first character")
+    generate.add_argument("--acrostic", default=None, help="one character per line, each line starts with it")
+    generate.add_argument("--temperature", type=non_negative_float, default=0.8, help="0: greedy")
+    generate.add_argument("--top-k", type=positive_int, default=None)
+    generate.add_argument("--seed", type=seed_value, default=0)
+    add_common(generate)
 
 
 def add_dates(sub):
@@ -236,7 +279,7 @@ def main(argv=None):
         parser.error(str(error))
     torch.set_num_threads(args.threads)
     commands = {"train": train_command, "evaluate": evaluate_command, "generate": generate_command,
-                "dates": dates_command}
+                "poems": poems_command, "dates": dates_command}
     try:
         return commands[args.command](args, argv) or 0
     except UsageError as error:
@@ -338,12 +381,60 @@ def generate_command(args, argv):
     return 0
 
 
+def train_in_folder(out, resume, run):
+    """run() a training that writes checkpoint.pt into `out`, holding the folder's lock: a fresh run needs a
+    folder without a checkpoint, --resume one with it; .part files of a killed run are removed first, and a
+    ValueError (--resume with other options than the run was started with) becomes a RunError."""
+    with run_lock(out):
+        has_run = (out / "checkpoint.pt").exists()
+        if has_run and not resume:
+            raise RunError(f"{out} already holds a run: add --resume to continue it, or pick another --out")
+        if resume and not has_run:
+            raise RunError(f"--resume given but {out} holds no checkpoint.pt")
+        remove_stale_parts(out)
+        try:
+            return run()
+        except ValueError as error:
+            raise RunError(str(error)) from None
+
+
+def require_checkpoint(out, command):
+    """Raise RunError unless `out` holds a checkpoint.pt written by `python -m lstm_lab COMMAND train`."""
+    if not (out / "checkpoint.pt").is_file():
+        raise RunError(f"{out} holds no checkpoint.pt: train one with `python -m lstm_lab {command} train --out {out}`")
+
+
+def poems_command(args, argv):
+    """`poems train`: train or resume a poem model; `poems generate`: one poem of a form."""
+    out = Path(args.out)
+    if args.poems_command == "generate":
+        require_checkpoint(out, "poems")
+        model, vocab = load_poems_model(out, args.device)
+        try:
+            print(generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
+                                args.seed))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        return 0
+    overrides = {"optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs, "hidden_size": args.hidden_size,
+                 "embed_size": args.embed_size, "num_layers": args.num_layers, "batch_size": args.batch_size,
+                 "max_poems": args.max_poems, "seed": args.seed}
+    config = PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
+    results = train_in_folder(out, args.resume,
+                              lambda: train_poems(config, out, args.device, args.resume, argv, args.data_dir))
+    if args.results:
+        atomic_write_json(results, Path(args.results))
+    print(f"test perplexity per character {results['test_ppl']:.2f} (best validation epoch {results['best_epoch']})")
+    for form, poem in results["samples"].items():
+        print(f"{form}: {poem}")
+    return 0
+
+
 def dates_command(args, argv):
     """`dates train`: train or resume a date translator; `dates translate`: one ISO date per input line."""
     out = Path(args.out)
     if args.dates_command == "translate":
-        if not (out / "checkpoint.pt").is_file():
-            raise RunError(f"{out} holds no checkpoint.pt: train one with `python -m lstm_lab dates train --out {out}`")
+        require_checkpoint(out, "dates")
         model, src_vocab, tgt_vocab = load_dates_model(out, args.device)
         texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
         try:
@@ -356,17 +447,7 @@ def dates_command(args, argv):
     overrides = {"score": args.score, "input_feeding": not args.no_input_feeding, "epochs": args.epochs,
                  "train_size": args.train_size, "seed": args.seed}
     config = DatesConfig(**{k: v for k, v in overrides.items() if v is not None})
-    with run_lock(out):
-        has_run = (out / "checkpoint.pt").exists()
-        if has_run and not args.resume:
-            raise RunError(f"{out} already holds a run: add --resume to continue it, or pick another --out")
-        if args.resume and not has_run:
-            raise RunError(f"--resume given but {out} holds no checkpoint.pt")
-        remove_stale_parts(out)
-        try:
-            results = train_dates(config, out, args.device, args.resume, argv)
-        except ValueError as error:  # --resume with other options than the run was started with
-            raise RunError(str(error)) from None
+    results = train_in_folder(out, args.resume, lambda: train_dates(config, out, args.device, args.resume, argv))
     if args.results:
         atomic_write_json(results, Path(args.results))
     print(f"test exact match {results['test']['exact']:.4f}, unseen formats {results['unseen']['exact']:.4f}, "

@@ -30,8 +30,10 @@ from lstm_lab.lstm import LSTM
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 PUNCTUATION = ("，", "。")  # after odd lines, after even lines
 FORMS = {"5x4": (5, 4), "7x4": (7, 4), "5x8": (5, 8), "7x8": (7, 8)}  # name: (characters per line, lines)
-FORM_NAMES = {"5x4": "five-character quatrain (五言绝句)", "7x4": "seven-character quatrain (七言绝句)",
-              "5x8": "five-character regulated verse (五言律诗)", "7x8": "seven-character regulated verse (七言律诗)"}
+FORM_NAMES = {"5x4": "five-character quatrain (五言绝句)",
+              "7x4": "seven-character quatrain (七言绝句)",
+              "5x8": "five-character regulated verse (五言律诗)",
+              "7x8": "seven-character regulated verse (七言律诗)"}
 
 
 def poem_split(poem):

@@ -32,7 +32,7 @@ def restore_threads():
     (["evaluate", "--out", "x", "--weights", "first"], "'last', 'best'"),
     (["generate", "--out", "x", "--temperature", "0"], "must be positive"),
     (["train", "--preset", "smoke", "--out", "x", "--max-batches", "-3"], "must be 0 or more"),
-    (["fly"], "train,evaluate,generate,dates,bench"),
+    (["fly"], "train,evaluate,generate,poems,dates,bench"),
 ])
 def test_bad_names_and_values_are_rejected_with_the_choices(argv, choices, capsys):
     with pytest.raises(SystemExit) as info:

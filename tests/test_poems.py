@@ -1,11 +1,13 @@
 """Chapter 8's Tang poems: split, forms, vocabulary, padded batches, the masked loss, the packed model and
 poems generated to a form."""
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from lstm_lab.cli import main
 from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, encode_poem, generate_poem, load_poems, masked_nll,
                             pad_batch, padding_share, poem_form, poem_split, poem_vocab)
 
@@ -103,3 +105,30 @@ def test_the_corpus_splits_into_disjoint_parts_of_the_whole():
     assert sum(map(len, splits.values())) == 57_580
     assert not set(splits["test"]) & set(splits["train"]) and not set(splits["valid"]) & set(splits["train"])
     assert all(poem_split(p) == "test" for p in splits["test"][:100])
+
+
+TINY = ["--max-poems", "300", "--hidden-size", "16", "--embed-size", "16", "--num-layers", "1", "--batch-size", "32",
+        "--device", "cpu"]
+
+
+@needs_tang
+def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
+    straight, parts = tmp_path / "straight", tmp_path / "parts"
+    assert main(["poems", "train", "--out", str(straight), "--epochs", "2", *TINY]) == 0
+    assert main(["poems", "train", "--out", str(parts), "--epochs", "1", *TINY]) == 0
+    assert main(["poems", "train", "--out", str(parts), "--epochs", "2", "--resume", *TINY]) == 0
+    a, b = (json.loads((folder / "results.json").read_text()) for folder in (straight, parts))
+    assert [r["valid_ppl"] for r in a["history"]] == [r["valid_ppl"] for r in b["history"]]
+    assert a["test_ppl"] == b["test_ppl"] and a["complete"] and poem_form(a["samples"]["7x4"]) == "7x4"
+    capsys.readouterr()
+    assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--form", "5x4"]) == 0
+    poem = capsys.readouterr().out.strip()
+    assert poem_form(poem) == "5x4" and poem[0] == "春"
+    with pytest.raises(SystemExit) as info:
+        main(["poems", "generate", "--out", str(straight), "--form", "9x9"])
+    assert info.value.code == 2 and "unknown form '9x9'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="lr: saved"):
+        main(["poems", "train", "--out", str(parts), "--resume", "--lr", "0.5", *TINY])
+    with pytest.raises(SystemExit) as info:
+        main(["poems", "train", "--out", str(tmp_path / "x"), "--optimizer", "rmsprop"])
+    assert info.value.code == 2 and "invalid choice: 'rmsprop'" in capsys.readouterr().err
