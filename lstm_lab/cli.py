@@ -212,6 +212,14 @@ def build_parser():
     return parser
 
 
+def add_run_options(train):
+    """--seed, --resume, --results and the common options of `poems train` and `dates train`."""
+    train.add_argument("--seed", type=seed_value, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--results", default=None, help="also write the results JSON here")
+    add_common(train)
+
+
 def add_poems(sub):
     """`poems train | generate`: chapter 8's Tang poem model."""
     poems = sub.add_parser("poems", help="chapter 8's Tang poems: train | generate")
@@ -226,10 +234,7 @@ def add_poems(sub):
     train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None)
     train.add_argument("--batch-size", type=positive_int, default=None)
     train.add_argument("--max-poems", type=non_negative_int, default=None, help="train on the first N poems (0: all)")
-    train.add_argument("--seed", type=seed_value, default=0)
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    train.add_argument("--results", default=None, help="also write the results JSON here")
-    add_common(train)
+    add_run_options(train)
     generate = action.add_parser("generate", help="write a poem of a form, from a first character or an acrostic")
     generate.add_argument("--out", required=True, help="run folder written by poems train")
     generate.add_argument("--form", default="5x4", help="characters x lines: 5x4, 7x4, 5x8 or 7x8")
@@ -252,10 +257,7 @@ def add_dates(sub):
     train.add_argument("--no-input-feeding", action="store_true", help="do not feed h̃_{t-1} into step t")
     train.add_argument("--epochs", type=positive_int, default=None)
     train.add_argument("--train-size", type=positive_int, default=None, help="training examples")
-    train.add_argument("--seed", type=seed_value, default=0)
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    train.add_argument("--results", default=None, help="also write the results JSON here")
-    add_common(train)
+    add_run_options(train)
     translate = action.add_parser("translate", help="print the ISO date for each input (arguments, else stdin)")
     translate.add_argument("--out", required=True, help="run folder written by dates train")
     translate.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy)")
