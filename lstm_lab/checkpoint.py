@@ -72,6 +72,18 @@ def save_checkpoint(path, model, optimizer, model_config, train_config, run_stat
     atomic_write_json(configs, Path(path).parent / "config.json")
 
 
+def config_differences(saved, requested):
+    """"field: saved X, requested Y" for every field in which two configs of the same class differ."""
+    saved, requested = asdict(saved), asdict(requested)
+    return [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in requested.items() if saved[k] != v]
+
+
+def settings_mismatch(out, differences):
+    """The one-line message for a --resume whose options differ from the run's (`config_differences`)."""
+    return (f"{out} was trained with other settings ({'; '.join(differences)}): resume with the options it was "
+            "started with (see \"command\" in its results.json); only --epochs may change")
+
+
 def save_best(path, state_dict, model_config, epoch):
     """Save a run's best weights so far (best.pt): the state_dict, the model config and the epoch they are from."""
     atomic_save({"state_dict": state_dict, "config": {"model": asdict(model_config)}, "epoch": epoch}, path)

@@ -17,13 +17,12 @@ splits never share a date and do not change when the date range or the formats c
 writes test dates in formats that never occur in training (`UNSEEN_FORMATS`).  Introduced in chapter 9.
 """
 import datetime
-import hashlib
 import random
 import re
 
 import torch
 
-from lstm_lab.corpus import Vocab
+from lstm_lab.corpus import Vocab, hash_split
 
 FIRST_DATE, LAST_DATE = datetime.date(1969, 1, 1), datetime.date(2068, 12, 31)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -68,8 +67,7 @@ def render(date, pattern, case=None):
 
 def split_of(date):
     """'train', 'valid' or 'test': fixed for each date by a hash of its ISO string (10% test, 10% valid)."""
-    bucket = int(hashlib.sha256(date.isoformat().encode()).hexdigest()[:8], 16) % 10
-    return {0: "test", 1: "valid"}.get(bucket, "train")
+    return hash_split(date.isoformat(), 10)
 
 
 def split_dates(split):

@@ -14,7 +14,6 @@ Forms ("5x4": four lines of five characters, ...): lines end in "，" and "。" 
 them.  `generate_poem` writes a poem of a form from a first character, a prompt, or an acrostic (藏头诗: line k
 starts with the k-th given character), placing the punctuation itself.  Introduced in chapter 8.
 """
-import hashlib
 import re
 from collections import Counter
 
@@ -23,7 +22,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_lab.corpus import Vocab
+from lstm_lab.corpus import Vocab, hash_split
 from lstm_lab.data import fetch
 from lstm_lab.lstm import LSTM
 
@@ -38,8 +37,7 @@ FORM_NAMES = {"5x4": "five-character quatrain (五言绝句)",
 
 def poem_split(poem):
     """'train', 'valid' or 'test' for a poem, from the sha256 of its text (5% test, 5% valid)."""
-    bucket = int(hashlib.sha256(poem.encode("utf-8")).hexdigest()[:8], 16) % 20
-    return {0: "test", 1: "valid"}.get(bucket, "train")
+    return hash_split(poem, 20)
 
 
 def load_poems(data_dir=None, progress=False):

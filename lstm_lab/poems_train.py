@@ -12,12 +12,12 @@ equals an uninterrupted one.  Introduced in chapter 8.
 """
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from lstm_lab.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from lstm_lab.checkpoint import atomic_save, atomic_write_json, config_differences, load_checkpoint, settings_mismatch
 from lstm_lab.corpus import Vocab
 from lstm_lab.poems import PAD, PoemLM, batches, generate_poem, load_poems, masked_nll, pad_batch, poem_vocab
 from lstm_lab.provenance import provenance
@@ -98,12 +98,10 @@ def train_poems(config, out, device="cpu", resume=False, argv=(), data_dir=None,
     training = splits["train"][:config.max_poems or None]
     checkpoint = load_checkpoint(out / "checkpoint.pt", map_location=device) if resume else None
     if checkpoint is not None:
-        saved = checkpoint["config"]["poems"]
-        differences = [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in asdict(config).items()
-                       if k != "epochs" and saved[k] != v]
+        saved = PoemsConfig(**checkpoint["config"]["poems"])
+        differences = config_differences(saved, replace(config, epochs=saved.epochs))
         if differences:
-            raise ValueError(f"{out} was trained with other settings ({'; '.join(differences)}): resume with the "
-                             "options it was started with; only --epochs may change")
+            raise ValueError(settings_mismatch(out, differences))
     vocab = Vocab(checkpoint["vocab"]) if checkpoint is not None else poem_vocab(training)
     torch.manual_seed(config.seed)
     model = PoemLM(len(vocab), config.embed_size, config.hidden_size, config.num_layers, config.dropout).to(device)

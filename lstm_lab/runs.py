@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from lstm_lab.checkpoint import (CheckpointError, atomic_write_json, checkpoint_best_epoch, checkpoint_configs,
-                                 load_checkpoint, load_model_state, run_state_of, save_best, save_checkpoint,
-                                 set_rng_state)
+                                 config_differences, load_checkpoint, load_model_state, run_state_of, save_best,
+                                 save_checkpoint, set_rng_state, settings_mismatch)
 from lstm_lab.corpus import Vocab
 from lstm_lab.data import try_lock
 from lstm_lab.generate import generate
@@ -316,12 +316,6 @@ def read_checkpoint(path, device, fix):
         raise RunError(f"{error}; {fix}") from None
 
 
-def config_differences(saved, requested):
-    """"field: saved X, requested Y" for every field in which two configs of the same class differ."""
-    saved, requested = asdict(saved), asdict(requested)
-    return [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in requested.items() if saved[k] != v]
-
-
 def resumed_configs(out, checkpoint, model_config, train_config, epochs=None):
     """The configs to continue the run in `out` with: the saved ones, with `epochs` (--epochs) if given.
 
@@ -331,8 +325,7 @@ def resumed_configs(out, checkpoint, model_config, train_config, epochs=None):
     differences = (config_differences(saved_model, replace(model_config, vocab_size=saved_model.vocab_size))
                    + config_differences(saved_train, replace(train_config, epochs=saved_train.epochs)))
     if differences:
-        raise RunError(f"{out} was trained with other settings ({'; '.join(differences)}): resume with the options "
-                       "it was started with (see \"command\" in its results.json); only --epochs may change")
+        raise RunError(settings_mismatch(out, differences))
     if epochs is not None and epochs < checkpoint["epoch"]:
         raise RunError(f"{out} has trained {checkpoint['epoch']} epochs already: --epochs must be "
                        f"{checkpoint['epoch']} or more")

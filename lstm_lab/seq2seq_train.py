@@ -12,13 +12,13 @@ Introduced in chapter 9.
 """
 import datetime
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from lstm_lab.checkpoint import atomic_save, atomic_write_json, config_differences, load_checkpoint, settings_mismatch
 from lstm_lab.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
 from lstm_lab.provenance import provenance
 from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, greedy_decode
@@ -139,12 +139,10 @@ def train_dates(config, out, device="cpu", resume=False, argv=(), log=print):
     history = []
     if resume:
         checkpoint = load_checkpoint(out / "checkpoint.pt", map_location=device)
-        saved = asdict(DatesConfig(**checkpoint["config"]["dates"]))
-        differences = [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in asdict(config).items()
-                       if k != "epochs" and saved[k] != v]
+        saved = DatesConfig(**checkpoint["config"]["dates"])
+        differences = config_differences(saved, replace(config, epochs=saved.epochs))
         if differences:
-            raise ValueError(f"{out} was trained with other settings ({'; '.join(differences)}): resume with the "
-                             "options it was started with; only --epochs may change")
+            raise ValueError(settings_mismatch(out, differences))
         model.load_state_dict(checkpoint["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         history = checkpoint["history"]
