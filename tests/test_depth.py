@@ -1,5 +1,8 @@
 """Chapter 5: parameter counts of stacked LSTMs, the tied-layers model, report 003's stepped two-layer loop,
 gradients through depth, and the depth study's configurations."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +15,8 @@ from lstm_lab.depth import (DEPTH_PRESET, DEPTH_STUDY, TiedLayersLSTM, equal_par
 from lstm_lab.gradflow import gradient_norms_by_layer, layer_states
 from lstm_lab.lstm import LSTM
 from lstm_lab.model import LanguageModel, count_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("input_size, hidden_size, num_layers", [(200, 200, 1), (200, 200, 2), (7, 5, 3), (3, 11, 4)])
@@ -53,6 +58,17 @@ def test_every_study_configuration_is_a_command_line(run):
     assert model_config.rnn == ("lab" if run.tie_layers else "torch")
     assert train_config.epochs == 4 and train_config.lr == run.lr  # the same budget for every run
     assert (train_config.lr == 1.0) == (run.sizing != "learning rate")  # lr 1 unless the lr is what is studied
+
+
+def test_the_study_tool_gives_each_run_the_command_the_study_means(tmp_path):
+    spec = importlib.util.spec_from_file_location("depth_study", ROOT / "tools" / "depth_study.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for run in DEPTH_STUDY:
+        command = tool.train_command(run, 1, tmp_path, tmp_path, "cpu", "torch")
+        model_config, _ = requested_configs(build_parser().parse_args(command[3:]))
+        assert model_config.rnn == ("lab" if run.tie_layers else "torch") and model_config.tie_layers == run.tie_layers
+        assert model_config.num_layers == run.num_layers and model_config.hidden_size == run.hidden_size
 
 
 def untied_copy(tied):

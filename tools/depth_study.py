@@ -33,8 +33,9 @@ def is_complete(path):
 def train_command(run, seed, runs, record, device, rnn):
     """The `train` command of one run (with --resume if an earlier start left its folder)."""
     out = runs / f"{run.name}-seed{seed}"
-    command = [sys.executable, "-m", "lstm_lab", "train", "--preset", DEPTH_PRESET, *run.overrides(),
-               "--seed", str(seed), "--rnn", rnn, "--device", device, "--threads", "1", "--no-progress",
+    command = [sys.executable, "-m", "lstm_lab", "train", "--preset", DEPTH_PRESET, "--rnn", rnn,
+               *run.overrides(),  # after --rnn: a tied run's own --rnn lab wins
+               "--seed", str(seed), "--device", device, "--threads", "1", "--no-progress",
                "--out", str(out), "--results", str(record / result_name(run, seed))]
     if (out / "train.lock").exists():
         command.append("--resume")
