@@ -78,6 +78,10 @@ def config_differences(saved, requested):
     return [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in requested.items() if saved[k] != v]
 
 
+class SettingsMismatch(ValueError):
+    """--resume with other options than the run was started with (the message names the fields)."""
+
+
 def settings_mismatch(out, differences):
     """The one-line message for a --resume whose options differ from the run's (`config_differences`)."""
     return (f"{out} was trained with other settings ({'; '.join(differences)}): resume with the options it was "

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lstm_lab import bench
-from lstm_lab.checkpoint import CheckpointError, atomic_write_json
+from lstm_lab.checkpoint import CheckpointError, SettingsMismatch, atomic_write_json
 from lstm_lab.config import PRESETS, RNN_CHOICES, preset
 from lstm_lab.corpus import load_corpus
 from lstm_lab.data import ChecksumError, DataNotFoundError, remove_stale_parts
@@ -286,7 +286,7 @@ def main(argv=None):
         return commands[args.command](args, argv) or 0
     except UsageError as error:
         parser.error(str(error))
-    except (RunError, CheckpointError, DataNotFoundError, ChecksumError) as error:
+    except (RunError, CheckpointError, DataNotFoundError, ChecksumError, SettingsMismatch) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -310,11 +310,7 @@ def train_command(args, argv):
         raise UsageError(f"--cuda-graphs needs a CUDA device, got {args.device}")
     requested_configs(args)  # overrides that do not fit together end here, before the run folder is made
     out = Path(args.out)
-    started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
-    with run_lock(out):
-        has_run = check_out_dir(out, args.resume, started)
-        remove_stale_parts(out)
-        return train_run(args, argv, out, has_run)
+    return train_in_folder(out, args.resume, lambda has_run: train_run(args, argv, out, has_run))
 
 
 def train_run(args, argv, out, has_run):
@@ -384,20 +380,15 @@ def generate_command(args, argv):
 
 
 def train_in_folder(out, resume, run):
-    """run() a training that writes checkpoint.pt into `out`, holding the folder's lock: a fresh run needs a
-    folder without a checkpoint, --resume one with it; .part files of a killed run are removed first, and a
-    ValueError (--resume with other options than the run was started with) becomes a RunError."""
+    """run(has_run) a training that writes checkpoint.pt into `out`, holding the folder's lock the whole time:
+    `check_out_dir` says whether there is a run to resume (a --resume in a folder whose run was killed before
+    its first checkpoint starts afresh), and .part files of a killed run are removed first.  Every `train`
+    subcommand (language model, poems, dates) goes through here."""
+    started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
     with run_lock(out):
-        has_run = (out / "checkpoint.pt").exists()
-        if has_run and not resume:
-            raise RunError(f"{out} already holds a run: add --resume to continue it, or pick another --out")
-        if resume and not has_run:
-            raise RunError(f"--resume given but {out} holds no checkpoint.pt")
+        has_run = check_out_dir(out, resume, started)
         remove_stale_parts(out)
-        try:
-            return run()
-        except ValueError as error:
-            raise RunError(str(error)) from None
+        return run(has_run)
 
 
 def require_checkpoint(out, command):
@@ -423,7 +414,7 @@ def poems_command(args, argv):
                  "max_poems": args.max_poems, "seed": args.seed}
     config = PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
     results = train_in_folder(out, args.resume,
-                              lambda: train_poems(config, out, args.device, args.resume, argv, args.data_dir))
+                              lambda has_run: train_poems(config, out, args.device, has_run, argv, args.data_dir))
     if args.results:
         atomic_write_json(results, Path(args.results))
     print(f"test perplexity per character {results['test_ppl']:.2f} (best validation epoch {results['best_epoch']})")
@@ -449,7 +440,7 @@ def dates_command(args, argv):
     overrides = {"score": args.score, "input_feeding": not args.no_input_feeding, "epochs": args.epochs,
                  "train_size": args.train_size, "seed": args.seed}
     config = DatesConfig(**{k: v for k, v in overrides.items() if v is not None})
-    results = train_in_folder(out, args.resume, lambda: train_dates(config, out, args.device, args.resume, argv))
+    results = train_in_folder(out, args.resume, lambda has_run: train_dates(config, out, args.device, has_run, argv))
     if args.results:
         atomic_write_json(results, Path(args.results))
     print(f"test exact match {results['test']['exact']:.4f}, unseen formats {results['unseen']['exact']:.4f}, "

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.checkpoint import atomic_save, atomic_write_json, config_differences, load_checkpoint, settings_mismatch
+from lstm_lab.checkpoint import (SettingsMismatch, atomic_save, atomic_write_json, config_differences,
+                                 load_checkpoint, settings_mismatch)
 from lstm_lab.corpus import Vocab
 from lstm_lab.poems import PAD, PoemLM, batches, generate_poem, load_poems, masked_nll, pad_batch, poem_vocab
 from lstm_lab.provenance import provenance
@@ -101,7 +102,7 @@ def train_poems(config, out, device="cpu", resume=False, argv=(), data_dir=None,
         saved = PoemsConfig(**checkpoint["config"]["poems"])
         differences = config_differences(saved, replace(config, epochs=saved.epochs))
         if differences:
-            raise ValueError(settings_mismatch(out, differences))
+            raise SettingsMismatch(settings_mismatch(out, differences))
     vocab = Vocab(checkpoint["vocab"]) if checkpoint is not None else poem_vocab(training)
     torch.manual_seed(config.seed)
     model = PoemLM(len(vocab), config.embed_size, config.hidden_size, config.num_layers, config.dropout).to(device)

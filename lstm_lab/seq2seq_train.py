@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.checkpoint import atomic_save, atomic_write_json, config_differences, load_checkpoint, settings_mismatch
+from lstm_lab.checkpoint import (SettingsMismatch, atomic_save, atomic_write_json, config_differences,
+                                 load_checkpoint, settings_mismatch)
 from lstm_lab.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
 from lstm_lab.provenance import provenance
 from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, greedy_decode
@@ -142,7 +143,7 @@ def train_dates(config, out, device="cpu", resume=False, argv=(), log=print):
         saved = DatesConfig(**checkpoint["config"]["dates"])
         differences = config_differences(saved, replace(config, epochs=saved.epochs))
         if differences:
-            raise ValueError(settings_mismatch(out, differences))
+            raise SettingsMismatch(settings_mismatch(out, differences))
         model.load_state_dict(checkpoint["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         history = checkpoint["history"]
