@@ -28,6 +28,7 @@ from lstm_lab.config import PRESETS, RNN_CHOICES, preset
 from lstm_lab.corpus import load_corpus
 from lstm_lab.data import ChecksumError, DataNotFoundError, remove_stale_parts
 from lstm_lab.generate import generate
+from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.model import LanguageModel, count_parameters
 from lstm_lab.runs import (DAMAGED_CHECKPOINT_FIX, LOCK_FILE, RunError, RunRecorder, check_out_dir, check_vocab,
                            load_run, read_checkpoint, resume_from, resumed_configs, run_lock)
@@ -233,12 +234,20 @@ def add_poems(sub):
     train.add_argument("--embed-size", type=int_in(1, MAX_WIDTH), default=None)
     train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None)
     train.add_argument("--batch-size", type=positive_int, default=None)
+    train.add_argument("--dropout", type=dropout_probability, default=None)
+    train.add_argument("--patience", type=non_negative_int, default=None,
+                       help="stop after this many epochs without a better validation perplexity (0: never)")
     train.add_argument("--max-poems", type=non_negative_int, default=None, help="train on the first N poems (0: all)")
+    train.add_argument("--forms", default=None, help="only poems of these forms, e.g. 5x4 or 5x4,7x4 (default: all)")
+    train.add_argument("--min-count", type=positive_int, default=None,
+                       help="vocabulary: characters seen at least this often in training")
+    train.add_argument("--init", choices=INIT_SCHEMES, default=None, help="initialisation scheme (chapter 8)")
     add_run_options(train)
     generate = action.add_parser("generate", help="write a poem of a form, from a first character or an acrostic")
     generate.add_argument("--out", required=True, help="run folder written by poems train")
     generate.add_argument("--form", default="5x4", help="characters x lines: 5x4, 7x4, 5x8 or 7x8")
     generate.add_argument("--first", default=None, help="the poem's first character")
+    generate.add_argument("--prompt", default=None, help="the poem's beginning, punctuation included")
     generate.add_argument("--acrostic", default=None, help="one character per line, each line starts with it")
     generate.add_argument("--temperature", type=non_negative_float, default=0.8, help="0: greedy")
     generate.add_argument("--top-k", type=positive_int, default=None)
@@ -405,21 +414,26 @@ def poems_command(args, argv):
         model, vocab = load_poems_model(out, args.device)
         try:
             print(generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
-                                args.seed))
+                                args.seed, args.prompt))
         except ValueError as error:
             raise UsageError(str(error)) from None
         return 0
     overrides = {"optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs, "hidden_size": args.hidden_size,
                  "embed_size": args.embed_size, "num_layers": args.num_layers, "batch_size": args.batch_size,
-                 "max_poems": args.max_poems, "seed": args.seed}
-    config = PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
+                 "max_poems": args.max_poems, "seed": args.seed, "dropout": args.dropout, "patience": args.patience,
+                 "forms": args.forms, "min_count": args.min_count, "init": args.init}
+    try:
+        config = PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     results = train_in_folder(out, args.resume,
                               lambda has_run: train_poems(config, out, args.device, has_run, argv, args.data_dir))
     if args.results:
         atomic_write_json(results, Path(args.results))
     print(f"test perplexity per character {results['test_ppl']:.2f} (best validation epoch {results['best_epoch']})")
-    for form, poem in results["samples"].items():
-        print(f"{form}: {poem}")
+    for sample in results["samples"]:
+        settings = ", ".join(f"{k} {v}" for k, v in sample.items() if k != "poem")
+        print(f"{sample['poem']}  ({settings})")
     return 0
 
 

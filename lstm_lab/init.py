@@ -4,6 +4,8 @@
     init_uniform_all_(model, r)         every parameter, biases too, from U(-r, r): Zaremba et al.       (6)
     set_forget_bias(lstm, value)        the forget gate's total bias b_if + b_hf set to `value`          (2)
     forget_bias(lstm)                   read it back, per layer
+    initialise_(model, scheme)          one of INIT_SCHEMES over a whole model (chapter 8's study)       (8)
+    unit_spread(h)                      how different the hidden units are: 0 when all are identical     (8)
 
 The forget-gate bias decides how long an untrained LSTM remembers (chapter 2 measures it); Zaremba's
 uniform init leaves it at about 0, PyTorch's too, while Gers et al. (2000) and Jozefowicz et al. (2015)
@@ -64,3 +66,55 @@ def forget_bias(lstm):
     Introduced in chapter 2."""
     H = lstm.hidden_size
     return torch.stack([(b_ih + b_hh)[H:2 * H].detach() for b_ih, b_hh in _bias_pairs(lstm)])
+
+
+INIT_SCHEMES = {  # name: what chapter 8's initialisation study does to the recurrent and output weights
+    "default": "PyTorch's own: U(-1/sqrt(H), 1/sqrt(H)) for the LSTM and the decoder, N(0, 1) embeddings",
+    "zeros": "every weight and bias 0, embeddings included",
+    "constant": "every LSTM and decoder weight 0.05, biases 0",
+    "normal-1": "LSTM weights from N(0, 1): far too large, the gates saturate",
+    "orthogonal": "W_hh orthogonal per gate, W_ih Xavier-uniform, biases 0",
+    "forget-bias-1": "PyTorch's own, then the forget gate's bias set to 1",
+}
+
+
+def initialise_(model, scheme):
+    """Initialise `model` (with .embedding, .rnn and .decoder, as chapter 8's PoemLM) by `scheme`, one of
+    INIT_SCHEMES, in place; "default" leaves it as constructed.  Returns `model`.  Introduced in chapter 8."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown initialisation {scheme!r}; choose one of: {', '.join(INIT_SCHEMES)}")
+    rnn, decoder = model.rnn, model.decoder
+    H = rnn.hidden_size
+    with torch.no_grad():
+        if scheme == "zeros":
+            for p in model.parameters():
+                p.zero_()
+        elif scheme == "constant":
+            for name, p in [*rnn.named_parameters(), *decoder.named_parameters()]:
+                p.fill_(0.05 if name.startswith("weight") else 0.0)
+        elif scheme == "normal-1":
+            for name, p in rnn.named_parameters():
+                if name.startswith("weight"):
+                    nn.init.normal_(p, 0.0, 1.0)
+        elif scheme == "orthogonal":
+            for name, p in rnn.named_parameters():
+                if name.startswith("weight_hh"):
+                    for gate in range(4):  # one orthogonal (H, H) block per gate
+                        nn.init.orthogonal_(p[gate * H:(gate + 1) * H])
+                elif name.startswith("weight_ih"):
+                    nn.init.xavier_uniform_(p)
+                else:
+                    p.zero_()
+        elif scheme == "forget-bias-1":
+            set_forget_bias(rnn, 1.0)
+    return model
+
+
+def unit_spread(h):
+    """How different the hidden units are: the standard deviation across the H units of h (..., H),
+    averaged over every position, divided by the mean |h| (0 where h is all 0).  0 exactly when every
+    unit carries the same value at every position: a layer of H identical units is one unit.
+    Introduced in chapter 8."""
+    h = h.detach().reshape(-1, h.shape[-1]).double()
+    scale = h.abs().mean()
+    return 0.0 if scale == 0 else float(h.std(dim=1).mean() / scale)

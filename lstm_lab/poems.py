@@ -135,11 +135,14 @@ class PoemLM(nn.Module):
         self.decoder = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, inputs, lengths):
+        return self.decoder(self.drop(self.hidden(inputs, lengths)))
+
+    def hidden(self, inputs, lengths):
+        """The last layer's h at every position (T, B, H), zeros on the padding."""
         x = self.drop(self.embedding(inputs))  # (T, B, E)
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
         output, _ = self.rnn(packed)
-        output, _ = pad_packed_sequence(output, total_length=inputs.shape[0])  # (T, B, H), zeros on padding
-        return self.decoder(self.drop(output))
+        return pad_packed_sequence(output, total_length=inputs.shape[0])[0]
 
     def step(self, ids, state=None):
         output, state = self.rnn(self.embedding(ids).unsqueeze(0), state)  # one step: (1, B, H)
@@ -174,36 +177,62 @@ def pick(logits, temperature, top_k, generator, banned):
     return int(torch.multinomial(torch.softmax(logits, dim=0).cpu(), 1, generator=generator))
 
 
-@torch.no_grad()
-def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperature=0.8, top_k=None, seed=0):
-    """A poem of `form`, its lines closed by ， and 。 in turn.  first: the character the poem starts with;
-    acrostic: one character per line, each line starting with it (藏头诗).  temperature 0 decodes greedily.
-
-    Raises ValueError for an unknown form, characters the vocabulary lacks, or an acrostic of the wrong
-    length."""
+def poem_slots(form):
+    """The characters of a poem of `form` in order: None where the model writes a character, the punctuation
+    mark where the form puts one ("5x4": 5 Nones, "，", 5 Nones, "。", ...)."""
     width, lines = check_form(form)
+    return [None if position < width else PUNCTUATION[line % 2]
+            for line in range(lines) for position in range(width + 1)]
+
+
+def forced_characters(form, first, prompt, acrostic, vocab):
+    """{slot index: character} that a poem of `form` must have, from at most one of `first` (its first
+    character), `prompt` (its beginning, punctuation included) or `acrostic` (one character starting each
+    line).  Raises ValueError, in one line, for anything the form or the vocabulary cannot take."""
+    slots = poem_slots(form)
+    width, lines = FORMS[form]
+    if sum(x is not None for x in (first, prompt, acrostic)) > 1:
+        raise ValueError("give at most one of first, prompt and acrostic")
+    if first is not None and len(first) != 1:
+        raise ValueError(f"first must be one character, got {first!r}")
+    prompt = first if first is not None else prompt
     if acrostic is not None:
         check_characters(acrostic, vocab, "acrostic")
         if len(acrostic) != lines:
             raise ValueError(f"form {form} has {lines} lines: the acrostic needs {lines} characters, "
                              f"got {len(acrostic)} ({acrostic!r})")
-    if first is not None:
-        if len(first) != 1:
-            raise ValueError(f"first must be one character, got {first!r}")
-        check_characters(first, vocab, "first character")
+        return {line * (width + 1): ch for line, ch in enumerate(acrostic)}
+    if prompt is None:
+        return {}
+    if not 0 < len(prompt) <= len(slots):
+        raise ValueError(f"a {form} prompt has 1 to {len(slots)} characters, got {len(prompt)}")
+    for k, (ch, slot) in enumerate(zip(prompt, slots)):
+        if (ch in PUNCTUATION or slot is not None) and ch != slot:
+            raise ValueError(f"prompt {prompt!r} does not fit form {form}: character {k + 1} is {ch!r}, "
+                             f"the form has {'a character' if slot is None else repr(slot)} there")
+    check_characters(prompt, vocab, "prompt")
+    return {k: ch for k, ch in enumerate(prompt) if ch not in PUNCTUATION}
+
+
+@torch.no_grad()
+def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperature=0.8, top_k=None, seed=0,
+                  prompt=None):
+    """A poem of `form`, its lines closed by ， and 。 in turn, the punctuation placed by the form.
+    first: the character the poem starts with; prompt: the poem's beginning ("白日依山尽，黄"); acrostic: one
+    character per line, each line starting with it (藏头诗).  temperature 0 decodes greedily.
+
+    Raises ValueError for an unknown form, characters the vocabulary lacks, or a start the form cannot take."""
+    slots = poem_slots(form)
+    forced = forced_characters(form, first, prompt, acrostic, vocab)
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     banned = [vocab.stoi[t] for t in (PAD, BOS, EOS, UNK) + PUNCTUATION if t in vocab.stoi]
     logits, state = model.step(torch.tensor([vocab.stoi[BOS]], device=device))
     poem = []
-    for line in range(lines):
-        for position in range(width):
-            forced = acrostic[line] if acrostic and position == 0 else (first if first and not poem else None)
-            ch_id = vocab.stoi[forced] if forced else pick(logits[0], temperature, top_k, generator, banned)
-            poem.append(vocab.itos[ch_id])
-            logits, state = model.step(torch.tensor([ch_id], device=device), state)
-        mark = PUNCTUATION[line % 2]  # the form places the punctuation
-        poem.append(mark)
-        logits, state = model.step(torch.tensor([vocab.stoi[mark]], device=device), state)
+    for k, slot in enumerate(slots):
+        ch = slot or forced.get(k)
+        ch_id = vocab.stoi[ch] if ch else pick(logits[0], temperature, top_k, generator, banned)
+        poem.append(vocab.itos[ch_id])
+        logits, state = model.step(torch.tensor([ch_id], device=device), state)
     return "".join(poem)

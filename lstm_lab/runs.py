@@ -65,6 +65,20 @@ def load_recorded(name):
     return json.loads(entry.read_text(encoding="utf-8"))
 
 
+def load_results_folder(folder):
+    """{name: results} of every finished run (a results JSON with "complete": true) in `folder`, by file name
+    without .json; {} if there is no such folder."""
+    folder = Path(folder)
+    runs = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))}
+    return {name: run for name, run in runs.items() if run.get("complete")}
+
+
+def load_recorded_folder(folder):
+    """`load_results_folder` of folder `folder` of the recorded results (lstm_lab/recorded/<folder>).
+    Chapter 8."""
+    return load_results_folder(resources.files("lstm_lab") / RECORDED / folder)
+
+
 def load_runs(names):
     """{label: recorded results} for names {label: file name}; a file that was never recorded is left out
     and said so in one printed line (a chapter then shows what exists).  Chapter 6."""

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
+from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
+from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
 from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, encode_poem, generate_poem, load_poems, masked_nll,
                             pad_batch, padding_share, poem_form, poem_split, poem_vocab)
 
@@ -99,6 +101,70 @@ def test_generated_poems_keep_the_form_and_the_acrostic():
         generate_poem(model, vocab, "5x4", first="白日")
 
 
+def test_a_prompt_starts_the_poem_and_must_fit_the_form():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = PoemLM(len(vocab), 8, 12, num_layers=1)
+    for prompt in ["白日依山尽，黄", "白日依山尽", "白日依山尽，黄河入海流。"]:
+        poem = generate_poem(model, vocab, "5x4", prompt=prompt, seed=3)
+        assert poem.startswith(prompt) and poem_form(poem) == "5x4"
+    assert generate_poem(model, vocab, "5x4", prompt=QUATRAIN) == QUATRAIN
+    with pytest.raises(ValueError, match="character 6 is '黄', the form has '，' there"):
+        generate_poem(model, vocab, "5x4", prompt="白日依山尽黄")
+    with pytest.raises(ValueError, match="character 3 is '，', the form has a character there"):
+        generate_poem(model, vocab, "5x4", prompt="白日，")
+    with pytest.raises(ValueError, match="a 5x4 prompt has 1 to 24 characters, got 48"):
+        generate_poem(model, vocab, "5x4", prompt=QUATRAIN * 2)
+    with pytest.raises(ValueError, match="never saw in training: 龘"):
+        generate_poem(model, vocab, "5x4", prompt="龘")
+    with pytest.raises(ValueError, match="at most one of first, prompt and acrostic"):
+        generate_poem(model, vocab, "5x4", prompt="白", acrostic="白黄欲更")
+
+
+def one_step(model, vocab):
+    """One Adam step of `model` on POEMS; returns the last layer's h over the real positions after it."""
+    inputs, targets, lengths = pad_batch(POEMS, vocab)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    masked_nll(model(inputs, lengths), targets, 0).backward()
+    optimizer.step()
+    return model.hidden(inputs, lengths)[targets != 0]
+
+
+@pytest.mark.parametrize("scheme", ["zeros", "constant"])
+def test_symmetric_inits_keep_every_hidden_unit_identical_after_training(scheme):
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = initialise_(PoemLM(len(vocab), 8, 12, num_layers=2), scheme)
+    h = one_step(model, vocab)
+    assert unit_spread(h) == 0 and torch.equal(h, h[:, :1].expand_as(h))  # 12 copies of one unit
+    if scheme == "zeros":
+        assert h.abs().max() == 0  # g = tanh(0) = 0 writes nothing: h stays 0, and the decoder never learns
+    else:
+        assert h.abs().max() > 0
+    default = PoemLM(len(vocab), 8, 12, num_layers=2)
+    assert unit_spread(one_step(default, vocab)) > 0.1
+
+
+def test_every_init_scheme_does_what_it_says():
+    torch.manual_seed(0)
+    H = 6
+    models = {name: initialise_(PoemLM(30, 5, H, num_layers=2), name) for name in INIT_SCHEMES}
+    rnn = {name: dict(model.rnn.named_parameters()) for name, model in models.items()}
+    assert all(p.abs().max() == 0 for p in models["zeros"].parameters())
+    assert rnn["constant"]["weight_hh_l1"].eq(0.05).all() and models["constant"].decoder.weight.eq(0.05).all()
+    assert rnn["normal-1"]["weight_ih_l0"].std() > 0.5  # against 1/sqrt(6) = 0.41 at most for the default
+    w = rnn["orthogonal"]["weight_hh_l1"]
+    for gate in range(4):
+        block = w[gate * H:(gate + 1) * H]
+        torch.testing.assert_close(block @ block.T, torch.eye(H))
+    forget = rnn["forget-bias-1"]["bias_ih_l0"][H:2 * H] + rnn["forget-bias-1"]["bias_hh_l0"][H:2 * H]
+    torch.testing.assert_close(forget, torch.ones(H))
+    with pytest.raises(ValueError, match="unknown initialisation 'ones'; choose one of: default, zeros"):
+        initialise_(models["default"], "ones")
+    assert unit_spread(torch.ones(3, 4, 5)) == 0 and unit_spread(torch.zeros(2, 5)) == 0
+    assert unit_spread(torch.tensor([[1.0, -1.0]])) == pytest.approx(2 ** 0.5)  # std of (1, -1) / mean |h|
+
+
 @needs_tang
 def test_the_corpus_splits_into_disjoint_parts_of_the_whole():
     splits = load_poems()
@@ -119,7 +185,9 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
     assert main(["poems", "train", "--out", str(parts), "--epochs", "2", "--resume", *TINY]) == 0
     a, b = (json.loads((folder / "results.json").read_text()) for folder in (straight, parts))
     assert [r["valid_ppl"] for r in a["history"]] == [r["valid_ppl"] for r in b["history"]]
-    assert a["test_ppl"] == b["test_ppl"] and a["complete"] and poem_form(a["samples"]["7x4"]) == "7x4"
+    assert a["test_ppl"] == b["test_ppl"] and a["complete"]
+    assert {(x["form"], poem_form(x["poem"])) for x in a["samples"]} == {("5x4", "5x4"), ("7x4", "7x4")}
+    assert len(a["history"][0]["loss_curve"]) == 10 and 0 < a["history"][0]["unit_spread"]  # 10 batches of 32
     capsys.readouterr()
     assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--form", "5x4"]) == 0
     poem = capsys.readouterr().out.strip()
@@ -129,6 +197,22 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
     assert info.value.code == 2 and "unknown form '9x9'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="lr: saved"):
         main(["poems", "train", "--out", str(parts), "--resume", "--lr", "0.5", *TINY])
-    with pytest.raises(SystemExit) as info:
-        main(["poems", "train", "--out", str(tmp_path / "x"), "--optimizer", "rmsprop"])
-    assert info.value.code == 2 and "invalid choice: 'rmsprop'" in capsys.readouterr().err
+    for bad, message in [(["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+                         (["--init", "ones"], "invalid choice: 'ones'"),
+                         (["--forms", "5x4,6x6"], "unknown form '6x6'; choose one of: 5x4, 7x4, 5x8, 7x8")]:
+        with pytest.raises(SystemExit) as info:
+            main(["poems", "train", "--out", str(tmp_path / "x"), *bad])
+        assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@needs_tang
+def test_a_run_on_one_form_keeps_that_form_in_every_split(tmp_path):
+    config = PoemsConfig(forms="5x4", epochs=1, max_poems=64, hidden_size=8, embed_size=8, num_layers=1,
+                         min_count=2)
+    results = train_poems(config, tmp_path, log=lambda line: None)
+    assert {x["form"] for x in results["samples"]} == {"5x4"}
+    vocab = load_poems_model(tmp_path)[1]
+    splits = load_poems()
+    kept = [p for p in splits["train"] if poem_form(p) == "5x4"][:64]
+    twice = {ch for ch in set("".join(kept)) if sum(p.count(ch) for p in kept) >= 2}
+    assert set(vocab.itos[4:]) == twice  # the vocabulary comes from the kept training poems only

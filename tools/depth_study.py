@@ -11,23 +11,12 @@ stopped early still covers every configuration.  Started again, it skips the run
 and resumes the others from their last checkpoint: kill it at any time.
 """
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+from study_runner import REPO, is_complete, run_jobs  # noqa: E402
 from lstm_lab.depth import DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, result_name  # noqa: E402
-
-
-def is_complete(path):
-    """Whether the results JSON at `path` exists and says the run finished (tested)."""
-    try:
-        return json.loads(path.read_text())["complete"]
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def train_command(run, seed, runs, record, device, rnn):
@@ -54,26 +43,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.record.mkdir(parents=True, exist_ok=True)
     args.runs.mkdir(parents=True, exist_ok=True)
-    jobs = [(run, seed) for seed in args.seeds for run in DEPTH_STUDY
-            if not is_complete(args.record / result_name(run, seed))]
-    print(f"{len(jobs)} runs to do", flush=True)
-    running, failed = [], 0
-    while jobs or running:
-        while jobs and len(running) < args.workers:
-            run, seed = jobs.pop(0)
-            command = train_command(run, seed, args.runs, args.record, args.device, args.rnn)
-            print(time.strftime("%H:%M:%S"), "start", " ".join(command[1:]), flush=True)
-            if args.dry_run:
-                continue
-            log = open(args.runs / f"{run.name}-seed{seed}.log", "a")
-            running.append((subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), run, seed))
-        for process, run, seed in list(running):
-            if process.poll() is not None:
-                running.remove((process, run, seed))
-                failed += process.returncode != 0
-                print(time.strftime("%H:%M:%S"), f"{run.name} seed {seed}: exit {process.returncode}", flush=True)
-        time.sleep(2)
-    return failed
+
+    def ready():
+        return [(f"{run.name}-seed{seed}", train_command(run, seed, args.runs, args.record, args.device, args.rnn))
+                for seed in args.seeds for run in DEPTH_STUDY
+                if not is_complete(args.record / result_name(run, seed))]
+
+    return run_jobs(ready, args.workers, args.runs, args.dry_run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""Chapter 8's two studies on the five-character quatrains: optimizers with tuned learning rates, and
+initialisation schemes.
+
+Every run is `python -m lstm_lab poems train` with STUDY_OPTIONS (the quatrains only, 1 x 256, at most
+STUDY_EPOCHS epochs, stopping after 2 without a better validation perplexity) plus its own options; its
+results JSON is lstm_lab/recorded/poems/<name>.json.
+
+The learning-rate rule, the same for every optimizer:
+  1. start from the learning rate seed 002 used for it (SEED_002_LR) and try it times 10^(-1/2), 1, 10^(1/2);
+  2. while the best validation perplexity sits at an end of the values tried, try one more step of 10^(1/2)
+     beyond it (at most MAX_STEPS steps from the start in each direction);
+  3. run the best learning rate with the other seeds.
+The initialisation study trains Adam at seed 002's 1e-3 from each of `lstm_lab.init.INIT_SCHEMES` (its
+"default" runs are the Adam runs at 1e-3 of the search).
+
+`study_jobs(results)` says which runs are ready, given the results so far; `tools/poems_study.py` runs them.
+Introduced in chapter 8.
+"""
+import math
+
+from lstm_lab.init import INIT_SCHEMES
+from lstm_lab.poems_train import OPTIMIZERS
+
+POEMS_RECORDED = "poems"  # the folder in lstm_lab/recorded/ that holds the studies' results
+STUDY_EPOCHS = 10
+STUDY_OPTIONS = ("--forms", "5x4", "--min-count", "2", "--embed-size", "128", "--hidden-size", "256",
+                 "--num-layers", "1", "--dropout", "0.2", "--batch-size", "64", "--epochs", str(STUDY_EPOCHS),
+                 "--patience", "2")
+SEED_002_LR = {"sgd": 0.1, "momentum": 0.1, "adagrad": 0.01, "adam": 1e-3, "adamw": 1e-3}  # seed 002's table
+STUDY_SEEDS = (0, 1)
+MAX_STEPS = 3  # the search goes at most 10^(3/2) = 31.6x above or below seed 002's rate
+
+
+def learning_rate(optimizer, step):
+    """Seed 002's learning rate for `optimizer` times 10^(step/2), rounded to 3 significant digits."""
+    return float(f"{SEED_002_LR[optimizer] * 10 ** (step / 2):.3g}")
+
+
+def run_name(optimizer, step, seed):
+    """'adam-lr0.00316-seed0'"""
+    return f"{optimizer}-lr{learning_rate(optimizer, step):g}-seed{seed}"
+
+
+def init_name(scheme, seed):
+    """'init-zeros-seed0'; the default scheme's run is the optimizer study's Adam run at 1e-3."""
+    return run_name("adam", 0, seed) if scheme == "default" else f"init-{scheme}-seed{seed}"
+
+
+def score(result):
+    """The best validation perplexity of a finished run; infinity for a run that diverged."""
+    ppl = result.get("best_valid_ppl")
+    return ppl if ppl is not None and math.isfinite(ppl) else math.inf
+
+
+def search_steps(optimizer, results):
+    """(steps tried so far, whether the search still needs one of them run, the best step or None).
+
+    results: {run name: results JSON} of the finished runs."""
+    steps = [-1, 0, 1]
+    while True:
+        missing = [s for s in steps if run_name(optimizer, s, 0) not in results]
+        if missing:
+            return steps, missing, None
+        scores = {s: score(results[run_name(optimizer, s, 0)]) for s in steps}
+        best = min(steps, key=lambda s: (scores[s], abs(s)))
+        if best == steps[0] and best > -MAX_STEPS:
+            steps.insert(0, best - 1)
+        elif best == steps[-1] and best < MAX_STEPS:
+            steps.append(best + 1)
+        else:
+            return steps, [], best
+
+
+def study_jobs(results):
+    """[(name, extra options)] of every run that can start now: the learning-rate searches' next runs, the
+    other seeds at each settled best rate, then the initialisation runs."""
+    jobs = []
+    for optimizer in OPTIMIZERS:
+        _, missing, best = search_steps(optimizer, results)
+        if missing:
+            jobs += [(run_name(optimizer, s, 0), optimizer_options(optimizer, s, 0)) for s in missing]
+        else:
+            jobs += [(run_name(optimizer, best, seed), optimizer_options(optimizer, best, seed))
+                     for seed in STUDY_SEEDS[1:] if run_name(optimizer, best, seed) not in results]
+    for seed in STUDY_SEEDS:
+        jobs += [(init_name(scheme, seed), optimizer_options("adam", 0, seed) + ("--init", scheme))
+                 for scheme in INIT_SCHEMES if init_name(scheme, seed) not in results]
+    return list(dict(jobs).items())  # each run once (the default init is an Adam run of the search)
+
+
+def optimizer_options(optimizer, step, seed):
+    """The options of one run of the optimizer study."""
+    return ("--optimizer", optimizer, "--lr", repr(learning_rate(optimizer, step)), "--seed", str(seed))
+
+
+def optimizer_table(results):
+    """Rows for chapter 8: per optimizer, the rates tried (best first), the chosen one, and the best validation
+    and test perplexity per character over its seeds (mean ± sd), beside seed 002's reported perplexity."""
+    from lstm_lab.runs import format_spread, mean_and_spread
+    rows = []
+    for optimizer in OPTIMIZERS:
+        steps, missing, best = search_steps(optimizer, results)
+        tried = {s: score(results[run_name(optimizer, s, 0)]) for s in steps if run_name(optimizer, s, 0) in results}
+        row = {"optimizer": optimizer, "seed 002's lr": f"{SEED_002_LR[optimizer]:g}",
+               "lr tried: valid ppl": ", ".join(f"{learning_rate(optimizer, s):g}: {tried[s]:.1f}"
+                                                for s in sorted(tried))}
+        if best is None:
+            rows.append({**row, "chosen lr": "searching"})
+            continue
+        seeds = [results[name] for seed in STUDY_SEEDS if (name := run_name(optimizer, best, seed)) in results]
+        row["chosen lr"] = f"{learning_rate(optimizer, best):g}" + (" (edge)" if abs(best) == MAX_STEPS else "")
+        row["seeds"] = len(seeds)
+        row["valid ppl"] = format_spread(*mean_and_spread([score(r) for r in seeds]))
+        row["test ppl"] = format_spread(*mean_and_spread([r["test_ppl"] for r in seeds]))
+        row["best epoch"] = ", ".join(str(r["best_epoch"]) for r in seeds)
+        rows.append(row)
+    return rows
