@@ -113,6 +113,17 @@ def masked_nll(logits, targets, pad_id, how="ignore_index"):
     return (nll * mask).sum() / mask.sum()
 
 
+def pad_fixed(poems, vocab, fixed_len=125):
+    """(inputs, targets), each (fixed_len, B): the widely copied reference's batch.  Every <bos> poem <eos> is
+    cut or padded with <pad> to fixed_len + 1 ids, and all fixed_len targets count in its loss, padding
+    included."""
+    ids = [encode_poem(poem, vocab)[:fixed_len + 1] for poem in poems]
+    padded = torch.full((fixed_len + 1, len(ids)), vocab.stoi[PAD], dtype=torch.long)
+    for b, t in enumerate(ids):
+        padded[:len(t), b] = t
+    return padded[:-1], padded[1:]
+
+
 def padding_share(poems, fixed_len):
     """The share of targets that are <pad> when every poem is padded (or cut) to `fixed_len` positions and
     the padding is counted in the loss, as the widely copied reference does."""
@@ -124,7 +135,7 @@ class PoemLM(nn.Module):
     """Character model of whole poems: embedding -> lstm_lab.LSTM -> decoder.
 
     forward(inputs (T, B), lengths (B,)) -> logits (T, B, V): the batch is packed, so the padding costs
-    no computation and never enters a state.  step(ids (B,), state) -> logits (B, V), state: one character
+    no computation and never enters a state; lengths=None runs over every position, padding included.  step(ids (B,), state) -> logits (B, V), state: one character
     at a time, for generation."""
 
     def __init__(self, vocab_size, embed_size=256, hidden_size=512, num_layers=2, dropout=0.0, pad_id=0):
@@ -134,12 +145,14 @@ class PoemLM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
 
-    def forward(self, inputs, lengths):
+    def forward(self, inputs, lengths=None):
         return self.decoder(self.drop(self.hidden(inputs, lengths)))
 
-    def hidden(self, inputs, lengths):
-        """The last layer's h at every position (T, B, H), zeros on the padding."""
+    def hidden(self, inputs, lengths=None):
+        """The last layer's h at every position (T, B, H), zeros on the padding (lengths None: no packing)."""
         x = self.drop(self.embedding(inputs))  # (T, B, E)
+        if lengths is None:
+            return self.rnn(x)[0]
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
         output, _ = self.rnn(packed)
         return pad_packed_sequence(output, total_length=inputs.shape[0])[0]

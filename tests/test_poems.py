@@ -11,7 +11,7 @@ from lstm_lab.cli import main
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
 from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, encode_poem, generate_poem, load_poems, masked_nll,
-                            pad_batch, padding_share, poem_form, poem_split, poem_vocab)
+                            pad_batch, pad_fixed, padding_share, poem_form, poem_split, poem_vocab)
 
 QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
 POEMS = [QUATRAIN, "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓，处处闻啼鸟。",
@@ -52,6 +52,11 @@ def test_vocabulary_batches_and_the_masked_loss():
     torch.testing.assert_close(masked_nll(logits, targets, 0), by_hand)
     torch.testing.assert_close(masked_nll(logits, targets, 0, how="mask"), by_hand)
     assert padding_share([QUATRAIN], 30) == pytest.approx(1 - 25 / 30)  # 24 characters and <eos> of 30
+    inputs, targets = pad_fixed(POEMS, vocab, 30)
+    assert inputs.shape == targets.shape == (30, 4)
+    assert targets[:25, 0].tolist() == encode_poem(QUATRAIN, vocab)[1:].tolist() and targets[25:, 0].eq(0).all()
+    assert targets[:, 3].ne(0).all() and targets[-1, 3] == vocab.stoi[POEMS[3][29]]  # cut: target 30 is character 30
+    assert (targets == 0).float().mean() == pytest.approx(1 - sum(min(len(p) + 1, 30) for p in POEMS) / 120)
 
 
 def test_bucketed_batches_hold_every_poem_once_and_similar_lengths_together():
@@ -68,6 +73,9 @@ def test_the_packed_model_reads_each_poem_as_if_alone():
     model = PoemLM(len(vocab), 8, 12, num_layers=2).double().eval()
     inputs, _, lengths = pad_batch(POEMS, vocab)
     logits = model(inputs, lengths)
+    unpacked = model(inputs)  # no lengths: every position runs, so only the longest poem is read right
+    torch.testing.assert_close(unpacked[:, 3], logits[:, 3])
+    assert not torch.allclose(unpacked[-1, 0], logits[-1, 0])  # padding went through the state
     for b in range(4):
         n = int(lengths[b])
         alone = model(inputs[:n, b:b + 1], lengths[b:b + 1])

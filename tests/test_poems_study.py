@@ -43,7 +43,7 @@ def test_the_search_stops_at_its_limit_and_diverged_runs_lose():
     results[run_name("adam", -1, 0)] = finished(math.nan)
     assert search_steps("adam", results) == (list(range(-1, MAX_STEPS + 1)), [], MAX_STEPS)
     table = {row["optimizer"]: row for row in optimizer_table(results)}
-    assert table["adam"]["chosen lr"] == "0.0316 (edge)" and table["adam"]["valid ppl"] == "97.0"
+    assert table["adam"]["chosen lr"] == "0.1 (edge)" and table["adam"]["valid ppl"] == f"{100.0 - MAX_STEPS:.1f}"
     assert table["sgd"]["chosen lr"] == "searching"
 
 
