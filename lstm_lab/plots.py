@@ -165,7 +165,7 @@ def plot_stacked_lstm(num_layers=3, seq_len=4, input_size="I", hidden_size="H"):
     return fig
 
 
-def plot_seed_curves(curves, ax=None, title=None, key="valid_ppl"):
+def plot_seed_curves(curves, ax=None, title=None, key="valid_ppl", ylabel="perplexity"):
     """Mean validation perplexity per epoch of each configuration's seeds, with a band from the lowest to the
     highest seed, and each seed's test perplexity as a dot after the last epoch.
 
@@ -180,12 +180,33 @@ def plot_seed_curves(curves, ax=None, title=None, key="valid_ppl"):
         line, = ax.plot(x, values.mean(axis=0), "o-", ms=3, label=f"{label} ({seeds})")
         if len(runs) > 1:
             ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15)
-        tests = [run["test_ppl"] for run in runs if run.get("test_ppl")]
+        tests = [run["test_ppl"] for run in runs if run.get("test_ppl")] if key == "valid_ppl" else []
         ax.plot([epochs + 0.25] * len(tests), tests, ".", color=line.get_color(), ms=7)
-    ax.set(xlabel="epoch (dots after the last: test perplexity of each seed)", ylabel="perplexity")
+    ax.set(xlabel="epoch" + " (dots after the last: test perplexity of each seed)" * (key == "valid_ppl"),
+           ylabel=ylabel)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_title(title or "validation perplexity: mean over seeds, band from lowest to highest", fontsize=10)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_learning_rate_search(points, marked=None, ax=None):
+    """Best validation perplexity against learning rate (log scale), one line per optimizer.
+
+    points: {optimizer: [(lr, perplexity)]} (as `lstm_lab.poems_study.search_points` returns); marked:
+    {optimizer: lr} drawn as open circles (e.g. the rate a report used).  Returns (fig, ax).  Chapter 8."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.2))
+    for optimizer, pairs in points.items():
+        if not pairs:
+            continue
+        lrs, ppls = zip(*pairs)
+        line, = ax.plot(lrs, ppls, "o-", ms=4, label=optimizer)
+        if marked and optimizer in marked and marked[optimizer] in lrs:
+            ax.plot(marked[optimizer], ppls[lrs.index(marked[optimizer])], "o", ms=11, mfc="none",
+                    color=line.get_color())
+    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="best validation perplexity")
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return fig, ax
 

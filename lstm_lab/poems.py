@@ -131,6 +131,48 @@ def padding_share(poems, fixed_len):
     return 1 - real / (fixed_len * len(poems))
 
 
+def training_step(model, inputs, targets, lengths, pad_id, count_padding=False):
+    """Forward, loss and backward of one batch (no optimizer step); returns the loss.  lengths None runs the
+    LSTM over the padding too; count_padding=True is the reference's loss, every target counted."""
+    logits = model(inputs, lengths)
+    loss = (F.cross_entropy(logits.flatten(0, 1), targets.flatten()) if count_padding
+            else masked_nll(logits, targets, pad_id))
+    model.zero_grad()
+    loss.backward()
+    return loss
+
+
+def batching_candidates(model, poems, vocab, batch_size, fixed_len=125):
+    """Four ways to train on the same `poems`, for timing: {name: fn} where fn() runs every batch's
+    forward and backward, and {name: positions computed}.
+
+      fixed length, padding in the loss   the reference: every poem padded to fixed_len, every target counted
+      corpus order, padded                batches in corpus order, padded to their longest poem
+      bucketed, padded                    poems sorted by length first, so a batch holds similar lengths
+      bucketed, packed                    the same batches packed: the LSTM skips the padding too
+    """
+    pad = vocab.stoi[PAD]
+    in_order = [poems[k:k + batch_size] for k in range(0, len(poems), batch_size)]
+    by_length = sorted(poems, key=len)
+    bucketed = [by_length[k:k + batch_size] for k in range(0, len(poems), batch_size)]
+    fixed = [pad_fixed(group, vocab, fixed_len) for group in in_order]
+    padded = [pad_batch(group, vocab) for group in in_order]
+    sorted_padded = [pad_batch(group, vocab) for group in bucketed]
+    candidates = {
+        "fixed length, padding in the loss": lambda: [training_step(model, i, t, None, pad, True) for i, t in fixed],
+        "corpus order, padded": lambda: [training_step(model, i, t, None, pad) for i, t, _ in padded],
+        "bucketed, padded": lambda: [training_step(model, i, t, None, pad) for i, t, _ in sorted_padded],
+        "bucketed, packed": lambda: [training_step(model, i, t, n, pad) for i, t, n in sorted_padded],
+    }
+    positions = {
+        "fixed length, padding in the loss": sum(t.numel() for _, t in fixed),
+        "corpus order, padded": sum(t.numel() for _, t, _ in padded),
+        "bucketed, padded": sum(t.numel() for _, t, _ in sorted_padded),
+        "bucketed, packed": sum(int(n.sum()) for _, _, n in sorted_padded),
+    }
+    return candidates, positions
+
+
 class PoemLM(nn.Module):
     """Character model of whole poems: embedding -> lstm_lab.LSTM -> decoder.
 
@@ -223,7 +265,7 @@ def forced_characters(form, first, prompt, acrostic, vocab):
         if (ch in PUNCTUATION or slot is not None) and ch != slot:
             raise ValueError(f"prompt {prompt!r} does not fit form {form}: character {k + 1} is {ch!r}, "
                              f"the form has {'a character' if slot is None else repr(slot)} there")
-    check_characters(prompt, vocab, "prompt")
+    check_characters(prompt, vocab, "first character" if first is not None else "prompt")
     return {k: ch for k, ch in enumerate(prompt) if ch not in PUNCTUATION}
 
 

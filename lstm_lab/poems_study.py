@@ -20,6 +20,7 @@ import math
 
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.poems_train import OPTIMIZERS
+from lstm_lab.runs import format_spread, mean_and_spread
 
 POEMS_RECORDED = "poems"  # the folder in lstm_lab/recorded/ that holds the studies' results
 STUDY_EPOCHS = 10
@@ -27,6 +28,8 @@ STUDY_OPTIONS = ("--forms", "5x4", "--min-count", "2", "--embed-size", "128", "-
                  "--num-layers", "1", "--dropout", "0.2", "--batch-size", "64", "--epochs", str(STUDY_EPOCHS),
                  "--patience", "2")
 SEED_002_LR = {"sgd": 0.1, "momentum": 0.1, "adagrad": 0.01, "adam": 1e-3, "adamw": 1e-3}  # seed 002's table
+SEED_002_REPORT = {  # seed 002's table: (learning rate, reported validation perplexity, epoch it stopped at)
+    "sgd": (0.1, 35.9, ">200"), "momentum": (0.1, 27.5, "77"), "adagrad": (0.01, 23.5, "20"), "adam": (1e-3, 22.7, "10")}
 STUDY_SEEDS = (0, 1)
 MAX_STEPS = 4  # the search goes at most 100x above or below seed 002's rate
 
@@ -96,7 +99,6 @@ def optimizer_options(optimizer, step, seed):
 def optimizer_table(results):
     """Rows for chapter 8: per optimizer, the rates tried (best first), the chosen one, and the best validation
     and test perplexity per character over its seeds (mean ± sd), beside seed 002's reported perplexity."""
-    from lstm_lab.runs import format_spread, mean_and_spread
     rows = []
     for optimizer in OPTIMIZERS:
         steps, missing, best = search_steps(optimizer, results)
@@ -115,3 +117,34 @@ def optimizer_table(results):
         row["best epoch"] = ", ".join(str(r["best_epoch"]) for r in seeds)
         rows.append(row)
     return rows
+
+
+def search_points(results):
+    """{optimizer: [(learning rate, best validation perplexity)]} of every seed-0 run of the searches, in
+    order of rate; a diverged run is left out."""
+    points = {}
+    for optimizer in OPTIMIZERS:
+        steps = search_steps(optimizer, results)[0]
+        points[optimizer] = [(learning_rate(optimizer, s), score(results[run_name(optimizer, s, 0)]))
+                             for s in steps if run_name(optimizer, s, 0) in results
+                             and math.isfinite(score(results[run_name(optimizer, s, 0)]))]
+    return points
+
+
+def chosen_runs(results, optimizer, step=None):
+    """The seeds' results of `optimizer` at search step `step` (None: the step the search chose; 0: seed 002's
+    rate), as curves for `lstm_lab.plots.plot_seed_curves`."""
+    if step is None:
+        step = search_steps(optimizer, results)[2]
+    return [as_curve(results[name]) for seed in STUDY_SEEDS if (name := run_name(optimizer, step, seed)) in results]
+
+
+def init_runs(results, scheme):
+    """The seeds' results of one initialisation scheme, as curves for `lstm_lab.plots.plot_seed_curves`."""
+    return [as_curve(results[name]) for seed in STUDY_SEEDS if (name := init_name(scheme, seed)) in results]
+
+
+def as_curve(result):
+    """A poems results JSON with the lists plot_seed_curves reads: valid_ppl and unit_spread per epoch."""
+    return {**result, "valid_ppl": [h["valid_ppl"] for h in result["history"]],
+            "unit_spread": [h["unit_spread"] for h in result["history"]]}

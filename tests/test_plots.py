@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lstm_lab.plots import (plot_attention, plot_batchify_layout, plot_gradient_norms,  # noqa: E402
                             plot_layer_gradients, plot_memory_trace, plot_recorded_runs, plot_relative_errors,
-                            plot_seed_curves, plot_stacked_lstm)
+                            plot_learning_rate_search, plot_seed_curves, plot_stacked_lstm)
 from lstm_lab.runs import load_recorded  # noqa: E402
 
 
@@ -98,4 +98,16 @@ def test_plot_attention_one_map_per_example_with_the_characters_as_ticks():
     assert [t.get_text() for t in first.get_xticklabels()] == list("abcd")
     assert [t.get_text() for t in first.get_yticklabels()] == list("xyz")
     assert not fig.axes[2].axison  # the unused third panel is blank
+    plt.close(fig)
+
+
+def test_plot_learning_rate_search_draws_each_optimizer_and_circles_the_marked_rate():
+    points = {"sgd": [(0.1, 400.0), (1.0, 200.0)], "adam": [(0.001, 170.0), (0.00316, 146.0)], "adagrad": []}
+    fig, ax = plot_learning_rate_search(points, marked={"sgd": 0.1, "adam": 0.5})
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines if not line.get_label().startswith("_")] == ["sgd", "adam"]
+    assert len(lines) == 3  # two curves and one circle: adam's marked rate was never tried
+    circle = [line for line in lines if line.get_label().startswith("_")][0]
+    assert list(circle.get_xdata()) == [0.1] and list(circle.get_ydata()) == [400.0]
+    assert ax.get_xscale() == "log"
     plt.close(fig)

@@ -10,7 +10,7 @@ import torch
 from lstm_lab.cli import main
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
-from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, encode_poem, generate_poem, load_poems, masked_nll,
+from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, batching_candidates, encode_poem, generate_poem, load_poems, masked_nll,
                             pad_batch, pad_fixed, padding_share, poem_form, poem_split, poem_vocab)
 
 QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
@@ -224,3 +224,18 @@ def test_a_run_on_one_form_keeps_that_form_in_every_split(tmp_path):
     kept = [p for p in splits["train"] if poem_form(p) == "5x4"][:64]
     twice = {ch for ch in set("".join(kept)) if sum(p.count(ch) for p in kept) >= 2}
     assert set(vocab.itos[4:]) == twice  # the vocabulary comes from the kept training poems only
+
+
+def test_the_batching_candidates_compute_what_they_say():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = PoemLM(len(vocab), 8, 12, num_layers=1)
+    poems = POEMS + [POEMS[2]] * 2
+    candidates, positions = batching_candidates(model, poems, vocab, batch_size=3, fixed_len=40)
+    real = sum(len(p) + 1 for p in poems)
+    assert positions["bucketed, packed"] == real and positions["fixed length, padding in the loss"] == 40 * 6
+    assert real < positions["bucketed, padded"] < positions["corpus order, padded"]  # sorting groups lengths
+    for name, run in candidates.items():
+        losses = run()
+        assert len(losses) == 2 and all(torch.isfinite(loss) for loss in losses), name
+    assert model.decoder.weight.grad is not None  # each call ran a backward

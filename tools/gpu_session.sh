@@ -16,7 +16,9 @@
 #      beside step 2;
 #   5. chapter 5's depth study (tools/depth_study.py --device cuda, four runs side by side) into
 #      RUNS/depth-200-cuda, beside step 2;
-#   6. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 2 is done
+#   6. chapter 8's full-corpus poem model at seed 002's size (2 x 512, Adam at the study's tuned rate) into
+#      RUNS/poems-full.json, beside step 2;
+#   7. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 2 is done
 #      (or after BENCH_DEADLINE seconds, default 1200, at the latest; the log says which).
 # The result JSONs land in RUNS; copy them into lstm_lab/recorded/ and commit them.
 set -uo pipefail
@@ -62,6 +64,10 @@ session() {
   done
   step depth-study "$runs/depth-study.done" 'done' bash -c "python tools/depth_study.py --device cuda --workers 4 \
     --record $runs/depth-200-cuda --runs $runs/depth-runs && echo done > $runs/depth-study.done"
+  local poems_resume=(); [ -f "$runs/poems-full/checkpoint.pt" ] && poems_resume=(--resume)
+  step poems-full "$runs/poems-full.json" '"complete": true' python -m lstm_lab poems train --out "$runs/poems-full" \
+    --optimizer adam --lr 0.003 --embed-size 512 --hidden-size 512 --num-layers 2 --dropout 0.2 --device cuda \
+    "${poems_resume[@]}" --results "$runs/poems-full.json"
   while kill -0 "$lab" 2>/dev/null && [ $SECONDS -lt "${BENCH_DEADLINE:-1200}" ]; do sleep 5; done
   kill -0 "$lab" 2>/dev/null && echo "$(date -u +%T) bench: starting while medium-lab still runs (deadline)"
   step bench "$runs/bench-gpu.json" '"results"' python -m lstm_lab bench --device cuda --json "$runs/bench-gpu.json"
