@@ -177,8 +177,8 @@ class PoemLM(nn.Module):
     """Character model of whole poems: embedding -> lstm_lab.LSTM -> decoder.
 
     forward(inputs (T, B), lengths (B,)) -> logits (T, B, V): the batch is packed, so the padding costs
-    no computation and never enters a state; lengths=None runs over every position, padding included.  step(ids (B,), state) -> logits (B, V), state: one character
-    at a time, for generation."""
+    no computation and never enters a state; lengths=None runs over every position, padding included.
+    step(ids (B,), state) -> logits (B, V), state: one character at a time, for generation."""
 
     def __init__(self, vocab_size, embed_size=256, hidden_size=512, num_layers=2, dropout=0.0, pad_id=0):
         super().__init__()

@@ -29,7 +29,8 @@ STUDY_OPTIONS = ("--forms", "5x4", "--min-count", "2", "--embed-size", "128", "-
                  "--patience", "2")
 SEED_002_LR = {"sgd": 0.1, "momentum": 0.1, "adagrad": 0.01, "adam": 1e-3, "adamw": 1e-3}  # seed 002's table
 SEED_002_REPORT = {  # seed 002's table: (learning rate, reported validation perplexity, epoch it stopped at)
-    "sgd": (0.1, 35.9, ">200"), "momentum": (0.1, 27.5, "77"), "adagrad": (0.01, 23.5, "20"), "adam": (1e-3, 22.7, "10")}
+    "sgd": (0.1, 35.9, ">200"), "momentum": (0.1, 27.5, "77"), "adagrad": (0.01, 23.5, "20"),
+    "adam": (1e-3, 22.7, "10")}
 STUDY_SEEDS = (0, 1)
 MAX_STEPS = 4  # the search goes at most 100x above or below seed 002's rate
 
