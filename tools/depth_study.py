@@ -6,8 +6,9 @@
 
 Each run is one `python -m lstm_lab train --preset depth-200 ...` with the configuration's overrides; its run
 folder is RUNS/<name>-seed<N> and its results JSON goes to lstm_lab/recorded/depth-200/<name>-seed<N>.json,
-rewritten after every epoch.  The runs go seed by seed (every configuration with seed 0 first), so a study
-stopped early still covers every configuration.  Started again, it skips the runs whose results are complete
+rewritten after every epoch.  The runs go seed by seed, the core configurations (every depth at equal
+width, at equal parameters and with dropout) for every seed before the tied-layer and learning-rate runs, so a
+study stopped early has the seeds the comparison of depths needs.  Started again, it skips the runs whose results are complete
 and resumes the others from their last checkpoint: kill it at any time.
 """
 import argparse
@@ -17,6 +18,9 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from study_runner import REPO, is_complete, run_jobs  # noqa: E402
 from lstm_lab.depth import DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, result_name  # noqa: E402
+
+
+CORE_SIZINGS = ("equal width", "equal parameters", "dropout")  # every seed of these first, then the others
 
 
 def train_command(run, seed, runs, record, device, rnn):
@@ -45,9 +49,10 @@ def main(argv=None):
     args.runs.mkdir(parents=True, exist_ok=True)
 
     def ready():
+        order = [(run, seed) for core in (True, False) for seed in args.seeds for run in DEPTH_STUDY
+                 if (run.sizing in CORE_SIZINGS) == core]
         return [(f"{run.name}-seed{seed}", train_command(run, seed, args.runs, args.record, args.device, args.rnn))
-                for seed in args.seeds for run in DEPTH_STUDY
-                if not is_complete(args.record / result_name(run, seed))]
+                for run, seed in order if not is_complete(args.record / result_name(run, seed))]
 
     return run_jobs(ready, args.workers, args.runs, args.dry_run)
 
