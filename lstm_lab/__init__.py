@@ -21,7 +21,8 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     corpus      vocabularies, batchify into streams, truncated-BPTT windows                 (6)
     config      model and training configurations, Zaremba's presets                        (6)
     model       LanguageModel: embedding, LSTM, decoder, dropout, weight tying              (6)
-    train       truncated BPTT training, evaluation, perplexity                             (6)
+    train       truncated BPTT training, evaluation, perplexity; mixed precision            (6, 7)
+    distributed torchrun ranks, each rank's share of the streams, DDP wrapping              (7)
     checkpoint  checkpoints as dicts plus config.json, resumable                            (6)
     runs        run folders (recorder, lock, resume, reading back) and recorded results     (6)
     generate    sampling with temperature, top-k and a prompt                               (6)
@@ -32,7 +33,7 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     seq2seq_train  training the date translator, accuracy, resumable run folder            (9)
     cli         python -m lstm_lab train | evaluate | generate | dates | bench: the parser (6, 9)
     plots       the matplotlib figures the chapters draw
-    runtime     device choice and seeding
+    runtime     device choice, seeding, mixed-precision (autocast, GradScaler) settings
     show        showing the package's own source and tables in a chapter
 """
 from lstm_lab.cells import LSTMCell, GateLSTMCell, ConcatLSTMCell, fused_to_concat, concat_to_fused

@@ -1,10 +1,10 @@
 """Checkpoints: plain dicts of tensors and numbers, written atomically, read back with `weights_only=True`.
 
 A checkpoint holds the model's state_dict, both configs (as dicts), the run state (epoch, learning rate, best
-validation loss, history), the optimizer's state and every random generator's state, so a resumed run
-continues exactly where it stopped.  It also names the epoch whose weights `best.pt` holds and the sha256 of
-the vocabulary it was trained with.  Beside it, `config.json` says in plain text what was trained.
-Introduced in chapter 6.
+validation loss, history), the optimizer's state, the GradScaler's (float16 mixed precision) and every random
+generator's state, so a resumed run continues exactly where it stopped.  It also names the epoch whose weights
+`best.pt` holds and the sha256 of the vocabulary it was trained with.  Beside it, `config.json` says in plain
+text what was trained.  Introduced in chapter 6.
 """
 import json
 import random
@@ -35,14 +35,14 @@ def rng_state():
 
 
 def set_rng_state(state):
-    """Restore the generators saved by `rng_state`."""
+    """Restore the generators saved by `rng_state` (from a checkpoint loaded onto any device)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # generator states are CPU byte tensors, wherever torch.load put them
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def atomic_save(obj, path):
@@ -55,10 +55,12 @@ def atomic_write_json(obj, path):
     return write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-def save_checkpoint(path, model, optimizer, model_config, train_config, run_state, vocab=None):
+def save_checkpoint(path, model, optimizer, model_config, train_config, run_state, vocab=None, scaler=None):
     """Save everything needed to resume, atomically, plus a readable config.json in the same folder.
 
     vocab: the `Vocab` trained with; its sha256 is stored so a run's vocab.json can be checked against it.
+    scaler: the GradScaler of a float16 mixed-precision run (its scale goes on from where it was; chapter 7).
+    model: the model itself, never a DistributedDataParallel wrapper (whose keys start with "module.").
     Introduced in chapter 6."""
     configs = {"model": asdict(model_config), "train": asdict(train_config)}
     checkpoint = {"state_dict": model.state_dict(), "config": configs,
@@ -67,7 +69,8 @@ def save_checkpoint(path, model, optimizer, model_config, train_config, run_stat
                   "best_valid_nll": run_state["best_valid_nll"], "bad_epochs": run_state["bad_epochs"],
                   "history": run_state["history"], "rng": rng_state(),
                   "best_epoch": best_epoch(run_state["history"]),  # the epoch best.pt holds (0: none yet)
-                  "vocab_sha256": vocab.sha256() if vocab is not None else None}
+                  "vocab_sha256": vocab.sha256() if vocab is not None else None,
+                  "scaler": scaler.state_dict() if scaler is not None else None}
     atomic_save(checkpoint, path)
     atomic_write_json(configs, Path(path).parent / "config.json")
 

@@ -1,6 +1,7 @@
 """The command line: `python -m lstm_lab train | evaluate | generate | poems | dates | bench`, and nothing else.
 
-    python -m lstm_lab train --preset zaremba-small --rnn lab --out runs/small-lab [--resume] [--epochs N]
+    python -m lstm_lab train --preset zaremba-small --rnn lab --out runs/small-lab [--resume] [--epochs N] [--amp]
+    torchrun --nproc_per_node 2 -m lstm_lab train --preset zaremba-small --out runs/small-ddp   (DDP, chapter 7)
     python -m lstm_lab evaluate --out runs/small-lab [--split test --batch-size 1]
     python -m lstm_lab generate --out runs/small-lab --prompt "the market" --steps 30 --temperature 0.8 --top-k 40
     python -m lstm_lab poems train --out runs/poems --optimizer adam [--resume]
@@ -27,6 +28,8 @@ from lstm_lab.checkpoint import CheckpointError, SettingsMismatch, atomic_write_
 from lstm_lab.config import PRESETS, RNN_CHOICES, preset
 from lstm_lab.corpus import load_corpus
 from lstm_lab.data import ChecksumError, DataNotFoundError, remove_stale_parts
+from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device, start_process_group,
+                                  stop_process_group, world_from_env, wrap)
 from lstm_lab.generate import generate
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.model import LanguageModel, count_parameters
@@ -34,7 +37,7 @@ from lstm_lab.runs import (DAMAGED_CHECKPOINT_FIX, LOCK_FILE, RunError, RunRecor
                            load_run, read_checkpoint, resume_from, resumed_configs, run_lock)
 from lstm_lab.poems import generate_poem
 from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, load_poems_model, train_poems
-from lstm_lab.runtime import check_device, pick_device, seed_everything
+from lstm_lab.runtime import amp_dtype, check_device, grad_scaler, pick_device, seed_everything
 from lstm_lab.seq2seq import SCORES
 from lstm_lab.seq2seq_train import DatesConfig, is_real_date, load_dates_model, train_dates, translate_dates
 from lstm_lab.train import evaluate, new_run_state, train
@@ -176,6 +179,8 @@ def build_parser():
     train.add_argument("--results", default=None, help="also write the results JSON here (e.g. results/x.json)")
     train.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
     train.add_argument("--max-batches", type=non_negative_int, default=None, help="windows per epoch (0 = all)")
+    train.add_argument("--batch-size", type=positive_int, default=None,
+                       help="override the preset's streams B (under torchrun: over all processes together)")
     train.add_argument("--tie-weights", action="store_true", help="share the embedding and decoder matrices")
     train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None, help="override the preset's layers")
     train.add_argument("--hidden-size", type=int_in(1, MAX_WIDTH), default=None, help="override the preset's H")
@@ -190,6 +195,8 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--cuda-graphs", action="store_true",
                        help="replay each training window from a CUDA graph (GPU only; chapter 7)")
+    train.add_argument("--amp", action="store_true",
+                       help="mixed precision: float16 with a GradScaler on CUDA, bfloat16 on a CPU (chapter 7)")
     add_common(train)
     evaluate = sub.add_parser("evaluate", help="perplexity of a trained run on a split")
     evaluate.add_argument("--out", required=True, help="run folder written by train")
@@ -304,7 +311,8 @@ def requested_configs(args):
     overrides = {"rnn": args.rnn, "epochs": args.epochs, "max_batches": args.max_batches, "seed": args.seed,
                  "tie_weights": True if args.tie_weights else None, "num_layers": args.num_layers,
                  "hidden_size": args.hidden_size, "embed_size": args.embed_size, "dropout": args.dropout,
-                 "lr": args.lr, "tie_layers": True if args.tie_layers else None}
+                 "lr": args.lr, "tie_layers": True if args.tie_layers else None, "batch_size": args.batch_size,
+                 "amp": amp_dtype(args.device) if args.amp else None}
     try:
         return preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:  # e.g. --tie-weights with --hidden-size other than the embedding's width
@@ -314,40 +322,101 @@ def requested_configs(args):
 def train_command(args, argv):
     """`train`: fresh or resumed run; checkpoint, best model and results JSON written after every epoch.
 
-    The run folder stays locked while it trains, and .part files left by a killed run are removed first."""
-    if args.cuda_graphs and args.device.type != "cuda":
-        raise UsageError(f"--cuda-graphs needs a CUDA device, got {args.device}")
-    requested_configs(args)  # overrides that do not fit together end here, before the run folder is made
+    The run folder stays locked while it trains, and .part files left by a killed run are removed first.
+    Started by torchrun (WORLD_SIZE > 1), every process trains its share of the streams: `train_distributed`."""
+    world = world_from_env(os.environ)
+    check_train_options(args, world)
     out = Path(args.out)
+    if world.world_size > 1:
+        return train_distributed(args, argv, out, world)
     return train_in_folder(out, args.resume, lambda has_run: train_run(args, argv, out, has_run))
 
 
-def train_run(args, argv, out, has_run):
-    """Train the run in `out` (holding its lock): build or resume it, train the epochs left, test it."""
-    device = args.device
+def check_train_options(args, world):
+    """Raise UsageError for `train` options that do not fit together, the device or the number of processes,
+    before the run folder is made."""
+    if args.cuda_graphs and args.amp:
+        raise UsageError("--cuda-graphs and --amp do not go together (a GradScaler step cannot be captured): "
+                         "choose one")
+    if args.cuda_graphs and args.device.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device, got {args.device}")
+    if args.cuda_graphs and world.world_size > 1:
+        raise UsageError("--cuda-graphs trains in one process: run it without torchrun")
+    _, train_config = requested_configs(args)  # overrides that do not fit together end here
+    try:
+        check_shards(train_config.batch_size, world.world_size)
+        rank_device(args.device, world)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def train_distributed(args, argv, out, world):
+    """`train` in one of the processes torchrun started (DistributedDataParallel, chapter 7).
+
+    Rank 0 holds the run folder's lock and tells the others whether there is a run to resume; all train
+    together, and only rank 0 writes and prints.  The process group is left however the run ends."""
+    args.device = rank_device(args.device, world)
+    world = start_process_group(world, args.device)
+    try:
+        if world.rank == 0:
+            return lead_ranks(args, argv, out, world)
+        has_run = from_rank0(None)  # or the RunError that stopped rank 0 from taking the run folder
+        if isinstance(has_run, RunError):
+            raise has_run
+        return train_run(args, argv, out, has_run, world)
+    finally:
+        stop_process_group()
+
+
+def lead_ranks(args, argv, out, world):
+    """Rank 0's part of `train_distributed`: take the run folder, then send the other ranks whether there is a
+    run to resume, or the RunError that ends the run (so every rank ends with the same one line, none hangs)."""
+    told = []  # not empty once the other ranks have heard from rank 0
+
+    def run(has_run):
+        told.append(from_rank0(has_run))  # rank 0 holds the lock now
+        return train_run(args, argv, out, has_run, world)
+    try:
+        return train_in_folder(out, args.resume, run)
+    except RunError as error:
+        if not told:
+            from_rank0(error)
+        raise
+
+
+def train_run(args, argv, out, has_run, world=SINGLE):
+    """Train the run in `out` (rank 0 holding its lock): build or resume it, train the epochs left, test it.
+
+    Under torchrun every rank builds the same model and loads the same checkpoint; only rank 0 records."""
+    device, leader = args.device, world.rank == 0
     model_config, train_config = requested_configs(args)
     checkpoint = read_checkpoint(out / "checkpoint.pt", device, DAMAGED_CHECKPOINT_FIX) if has_run else None
     if checkpoint is not None:
         model_config, train_config = resumed_configs(out, checkpoint, model_config, train_config, args.epochs)
-    corpus = load_corpus(train_config.corpus, data_dir=args.data_dir, progress=not args.no_progress)
+    progress = leader and not args.no_progress
+    corpus = load_corpus(train_config.corpus, data_dir=args.data_dir, progress=progress)
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
     seed_everything(train_config.seed)
     model = LanguageModel(model_config).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr)
+    scaler = grad_scaler(train_config.amp, device)  # None unless float16
     if checkpoint is None:
         run_state = new_run_state(train_config)
     else:
         check_vocab(out, checkpoint, corpus.vocab, f"the vocabulary of corpus {train_config.corpus}")
-        run_state = resume_from(out, model, optimizer, checkpoint)
-    atomic_write_json(corpus.vocab.itos, out / "vocab.json")
-    recorder = RunRecorder(args, argv, device, model_config, train_config, count_parameters(model),
-                           start_epoch=run_state["epoch"] + 1, vocab=corpus.vocab)
+        run_state = resume_from(out, model, optimizer, checkpoint, scaler, leader)
+    recorder = None
+    if leader:
+        atomic_write_json(corpus.vocab.itos, out / "vocab.json")
+        recorder = RunRecorder(args, argv, device, model_config, train_config, count_parameters(model),
+                               run_state["epoch"] + 1, corpus.vocab, scaler, world)
     data = {"train": corpus.splits["train"], "valid": corpus.splits["valid"]}
-    train(model, data, train_config, device, run_state, optimizer, recorder.epoch_done, not args.no_progress,
-          graphed=args.cuda_graphs)
+    train(wrap(model, device, world, train_config.seed), data, train_config, device, run_state, optimizer,
+          recorder.epoch_done if leader else None, progress, args.cuda_graphs, scaler, world)
     if run_state["epoch"] == 0:
         return 1
-    recorder.finish(model, corpus, run_state)
+    if leader:
+        recorder.finish(model, corpus, run_state)
     return 0
 
 

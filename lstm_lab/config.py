@@ -6,9 +6,11 @@ epochs for chapter 5's depth study on a CPU; and `smoke`, a tiny one that trains
 it).  Introduced in chapter 6.
 """
 from dataclasses import dataclass, fields, replace
+from typing import Optional
 
 RNN_CHOICES = ("lab", "torch")  # lstm_lab.LSTM (this book's) or torch.nn.LSTM (cuDNN on a GPU)
 SCHEDULE_CHOICES = ("zaremba", "plateau", "constant")
+AMP_CHOICES = ("bfloat16", "float16")  # the low precision of mixed-precision training (None: all float32)
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,12 @@ class TrainConfig:
     patience: int = 0  # early stopping: stop after this many epochs without a better valid loss; 0 = never
     max_batches: int = 0  # stop each training epoch after this many windows (quick runs); 0 = whole epoch
     seed: int = 0  # seeds initialisation and dropout
+    amp: Optional[str] = None  # mixed precision: None (float32), "bfloat16" or "float16" (with a GradScaler); chapter 7
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        if self.amp is not None:
+            check_choice("amp", self.amp, AMP_CHOICES)
         if min(self.batch_size, self.seq_len, self.eval_batch_size, self.test_batch_size, self.epochs) < 1:
             raise ValueError(f"batch sizes, seq_len and epochs must be positive: {self}")
         if self.lr <= 0 or not 0 < self.lr_decay <= 1:

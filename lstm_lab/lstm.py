@@ -111,6 +111,9 @@ def run_direction(x, h, c, weights, batch_sizes=None, reverse=False):
     return packed_lstm_layer(x, batch_sizes, h, c, *weights)
 
 
+ONEDNN_BUILT = torch.backends.mkldnn.is_available()  # asked once: torch.compile cannot trace the question
+
+
 def autocast_dtype(device_type, packed=False):
     """The dtype `nn.LSTM` runs in under `torch.autocast` on this device type, or None: as given.
 
@@ -123,9 +126,11 @@ def autocast_dtype(device_type, packed=False):
     A PackedSequence on CPU runs PyTorch's own step loop instead: its matrix multiplies autocast but its
     output and state stay float32, which `lstm_layer` gives with no cast (F.linear autocasts by itself).
     Introduced with mixed-precision training (chapter 7)."""
-    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    onednn = ONEDNN_BUILT and torch.backends.mkldnn.enabled
     fused_kernel_autocasts = {"cuda": True, "cpu": onednn and not packed}
-    if not fused_kernel_autocasts.get(device_type, False) or not torch.is_autocast_enabled(device_type):
+    if not fused_kernel_autocasts.get(device_type, False):
         return None
     return torch.get_autocast_dtype(device_type)
 

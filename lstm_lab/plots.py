@@ -133,6 +133,38 @@ def plot_batchify_layout(n=26, batch_size=4, seq_len=2):
     return fig
 
 
+def plot_packed_layout(lengths=(3, 1, 2)):
+    """The PackedSequence picture: sequences of `lengths` as rows (left), and the packed `data` they become
+    (right): time-major, sorted longest first, step 0 of every sequence, then step 1 of those still running...
+    `batch_sizes` counts each step's block.  Returns the figure.  Chapter 7."""
+    names = [chr(ord("a") + b) for b in range(len(lengths))]
+    order = sorted(range(len(lengths)), key=lambda b: -lengths[b])  # stable: ties keep their order
+    colours = plt.cm.Set2(range(max(lengths)))
+    batch_sizes = [sum(n > t for n in lengths) for t in range(max(lengths))]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 2.8), gridspec_kw={"width_ratios": [max(lengths) + 1,
+                                                                                            sum(lengths) + 1]})
+    for row, b in enumerate(names):
+        for t in range(lengths[row]):
+            left.add_patch(plt.Rectangle((t, len(lengths) - 1 - row), 0.95, 0.9, color=colours[t]))
+            left.text(t + 0.47, len(lengths) - 0.55 - row, f"{b}{t}", ha="center", va="center", fontsize=11)
+    left.set(xlim=(0, max(lengths)), ylim=(0, len(lengths)), title="the batch: one row per sequence, colour = time step")
+    left.set_yticks([len(lengths) - 0.55 - r for r in range(len(lengths))], [f"{b} (length {n})"
+                                                                            for b, n in zip(names, lengths)])
+    left.set_xticks([t + 0.47 for t in range(max(lengths))], [f"t={t}" for t in range(max(lengths))])
+    x = 0
+    for t, size in enumerate(batch_sizes):
+        for b in order[:size]:
+            right.add_patch(plt.Rectangle((x, 0), 0.95, 0.9, color=colours[t]))
+            right.text(x + 0.47, 0.45, f"{names[b]}{t}", ha="center", va="center", fontsize=11)
+            x += 1
+        right.text(x - size / 2, -0.45, f"step {t}:\nbatch_sizes[{t}]={size}", ha="center", fontsize=8)
+        right.axvline(x - 0.025, color="k", lw=1.5)
+    right.set(xlim=(-0.3, x + 0.3), ylim=(-0.7, 1), title="packed.data: time-major, sorted longest first")
+    right.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def plot_stacked_lstm(num_layers=3, seq_len=4, input_size="I", hidden_size="H"):
     """The picture of a stacked LSTM: one box per layer k and step t, its state passed right (to the same
     layer's next step) and its output passed up (to the layer above at the same step).

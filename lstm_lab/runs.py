@@ -31,6 +31,7 @@ from lstm_lab.checkpoint import (CheckpointError, atomic_write_json, checkpoint_
                                  save_checkpoint, set_rng_state, settings_mismatch)
 from lstm_lab.corpus import Vocab
 from lstm_lab.data import try_lock
+from lstm_lab.distributed import SINGLE
 from lstm_lab.generate import generate
 from lstm_lab.model import LanguageModel
 from lstm_lab.provenance import provenance
@@ -197,7 +198,8 @@ def results_record(args, model_config, train_config, run_state, parameters):
     history = run_state["history"]
     train_tokens = sum(r["train_tokens"] for r in history)
     train_seconds = sum(r["train_seconds"] for r in history)
-    return {"preset": args.preset, "rnn": model_config.rnn, "corpus": train_config.corpus, "complete": False,
+    return {"preset": args.preset, "rnn": model_config.rnn, "corpus": train_config.corpus, "amp": train_config.amp,
+            "complete": False,
             "epochs": len(history), "planned_epochs": train_config.epochs, "parameters": parameters,
             "valid_ppl": [r["valid_ppl"] for r in history], "train_ppl": [r["train_ppl"] for r in history],
             "lr": [r["lr"] for r in history], "test_ppl": None, "best_epoch": best_epoch(history) or None,
@@ -210,12 +212,15 @@ class RunRecorder:
     """Writes a run's checkpoint, best model and results JSON after every epoch, and the test result at the end.
 
     The results JSON carries the provenance of the latest session on top and a list of every session (a run
-    resumed across machines or days keeps the command, commit and date of each part)."""
+    resumed across machines or days keeps the command, commit and date of each part, and the world size and
+    backend it trained with).  With several ranks, only rank 0 has a recorder."""
 
-    def __init__(self, args, argv, device, model_config, train_config, parameters, start_epoch=1, vocab=None):
+    def __init__(self, args, argv, device, model_config, train_config, parameters, start_epoch=1, vocab=None,
+                 scaler=None, world=SINGLE):
         self.args, self.argv, self.device = args, argv, device
         self.model_config, self.train_config, self.parameters = model_config, train_config, parameters
         self.vocab = vocab  # its sha256 goes into every checkpoint
+        self.scaler, self.world = scaler, world  # the GradScaler (float16 amp) is checkpointed with the run
         self.out = Path(args.out)
         self.paths = [self.out / "results.json"] + ([Path(args.results)] if args.results else [])
         previous = json.loads(self.paths[0].read_text()) if args.resume and self.paths[0].exists() else {}
@@ -227,7 +232,7 @@ class RunRecorder:
     def write(self, run_state, **extra):
         """Write the results JSON (to --out and to --results) with `extra` fields added."""
         session = {**provenance(self.argv, self.device, self.code), "date_started": self.started,
-                   "start_epoch": self.start_epoch}
+                   "start_epoch": self.start_epoch, "world_size": self.world.world_size, "backend": self.world.backend}
         sessions = [s for s in self.sessions if s["date_started"] != self.started] + [session]
         record = results_record(self.args, self.model_config, self.train_config, run_state, self.parameters)
         latest = {k: v for k, v in session.items() if k not in ("date_started", "start_epoch")}
@@ -243,7 +248,7 @@ class RunRecorder:
         best.pt must hold, and the only time best.pt can be behind it, that epoch is checkpoint.pt's own
         (`repair_best` then copies the weights over)."""
         save_checkpoint(self.out / "checkpoint.pt", model, optimizer, self.model_config, self.train_config, run_state,
-                        self.vocab)
+                        self.vocab, self.scaler)
         r = run_state["history"][-1]
         if r["improved"]:
             save_best(self.out / "best.pt", model.state_dict(), self.model_config, run_state["epoch"])
@@ -355,14 +360,25 @@ def check_vocab(out, checkpoint, vocab, where):
                        f"{(sha256 or '?')[:12]})")
 
 
-def resume_from(out, model, optimizer, checkpoint):
-    """Load a run's checkpoint into model and optimizer and restore the random generators; returns the run state.
+def resume_from(out, model, optimizer, checkpoint, scaler=None, leader=True):
+    """`restore_training` from a run's checkpoint; returns the run state.
 
-    Also puts best.pt right if the run was killed before writing it (see `repair_best`)."""
+    leader: whether this process writes the run folder (always, but for ranks 1.. of a DDP run); it also puts
+    best.pt right if the run was killed before writing it (see `repair_best`)."""
+    run_state = restore_training(model, optimizer, checkpoint, scaler)
+    if leader:
+        repair_best(out, checkpoint)
+    return run_state
+
+
+def restore_training(model, optimizer, checkpoint, scaler=None):
+    """Load a checkpoint into model, optimizer and scaler (a GradScaler, float16 amp), restore the random
+    generators, and return the run state.  Writes nothing: every rank of a DDP run calls it."""
     load_model_state(model, checkpoint)
     optimizer.load_state_dict(checkpoint["optimizer"])
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"])
-    repair_best(out, checkpoint)
     return run_state_of(checkpoint)
 
 

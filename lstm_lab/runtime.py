@@ -1,4 +1,5 @@
-"""Where the code runs: device choice, seeding, and the Colab check every chapter's setup cell uses."""
+"""Where the code runs: device choice, seeding, mixed-precision settings, and the Colab check every chapter's setup
+cell uses."""
 import os
 import random
 import sys
@@ -57,6 +58,27 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def amp_dtype(device):
+    """The low precision `train --amp` uses on `device`: "float16" on CUDA (tensor cores; needs a GradScaler),
+    "bfloat16" elsewhere (CPUs run bfloat16 matrix multiplies; float32's range, so no scaler).  Chapter 7."""
+    return "float16" if torch.device(device).type == "cuda" else "bfloat16"
+
+
+def autocast(device, amp):
+    """torch.autocast in dtype `amp` ("bfloat16", "float16") on `device`'s type, or, for amp None, a context
+    that changes nothing.  Chapter 7."""
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, amp) if amp else None, enabled=bool(amp))
+
+
+def grad_scaler(amp, device):
+    """A GradScaler for float16 mixed precision, else None.
+
+    float16's smallest normal number is about 6e-5, so small gradients would flush to zero: the scaler
+    multiplies the loss (and so every gradient) by a large factor before backward, and divides it out before the
+    step.  bfloat16 has float32's range and needs none.  Chapter 7."""
+    return torch.amp.GradScaler(torch.device(device).type) if amp == "float16" else None
 
 
 def setup(seed=0, prefer=None):

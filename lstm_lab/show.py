@@ -12,12 +12,22 @@ def show_source(obj):
     return Markdown(f"```python\n{textwrap.dedent(inspect.getsource(obj)).rstrip()}\n```")
 
 
+def table_text(value):
+    """`value` as the text of a Markdown table cell that shows as written: "|" would end the cell and "<" could
+    start an HTML tag (`<unk>` would vanish), so both are escaped; text between backticks stays code."""
+    parts = str(value).split("`")
+    for k in range(0, len(parts), 2):  # outside code spans
+        parts[k] = parts[k].replace("<", "\\<")
+    return "`".join(parts).replace("|", "\\|")
+
+
 def show_table(rows, columns=None, floatfmt=".3g"):
-    """Display a list of dicts (or of sequences with `columns`) as a Markdown table."""
+    """Display a list of dicts (or of sequences with `columns`) as a Markdown table (`table_text` escapes)."""
     if columns is None:
         columns = list(rows[0])
         rows = [[row[c] for c in columns] for row in rows]
-    cell = lambda v: "–" if v is None else format(v, floatfmt) if isinstance(v, float) else str(v)
+    cell = lambda v: "–" if v is None else format(v, floatfmt) if isinstance(v, float) else table_text(v)
+    columns = [table_text(c) for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return Markdown("\n".join(lines))

@@ -22,13 +22,34 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device):
-    """Seconds one call of fn() takes, synchronised before and after.  Chapter 3."""
-    synchronize(device)
+def time_call(fn, device, sync=synchronize):
+    """Seconds one call of fn() takes, with sync(device) before and after.  Chapter 3.
+
+    Before: the clock starts when the GPU has finished earlier work.  After: it stops when fn's kernels
+    have run, not when they were queued (chapter 7 shows the difference)."""
+    sync(device)
     start = time.perf_counter()
     fn()
-    synchronize(device)
+    sync(device)
     return time.perf_counter() - start
+
+
+def cuda_event_ms(fn, warmup=3, repeats=10):
+    """Median milliseconds of fn() on the current CUDA stream, measured by CUDA events after `warmup` calls.
+
+    The events are recorded into the stream around each call, so they time the GPU's work alone; reading
+    them waits for the GPU (`elapsed_time` needs both events finished).  Chapter 7."""
+    for _ in range(warmup):
+        fn()
+    pairs = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in pairs)
 
 
 def interleaved_times(candidates, device, repeats=10, warmup=2):

@@ -1,6 +1,6 @@
 """Training a `LanguageModel`: stateful truncated BPTT, Zaremba's loss and learning-rate schedule, perplexity.
 
-Introduced in chapter 6.
+Introduced in chapter 6; mixed precision (`config.amp`), CUDA graphs and data-parallel ranks in chapter 7.
 """
 import math
 import sys
@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lstm_lab.corpus import batchify, bptt_windows, num_windows
+from lstm_lab.distributed import SINGLE, shard_streams, sum_over_ranks, unwrap
 from lstm_lab.model import detach_state
+from lstm_lab.runtime import autocast, grad_scaler
 
 
 def lm_loss(logits, targets, sum_over_time=True):
@@ -48,25 +50,28 @@ def next_lr(config, epoch, lr, improved):
     return lr
 
 
-def train_epoch(model, source, optimizer, config, device=None, progress=True, desc="train"):
+def train_epoch(model, source, optimizer, config, device=None, progress=True, desc="train", scaler=None):
     """One pass of stateful truncated BPTT over a batchified source (S, B).
 
     The state flows from each window into the next (the streams are continuous text) but is detached first,
     so gradients stop at the window's start and the graph never grows beyond seq_len steps.
+    config.amp: forward and loss under autocast in that dtype, with `scaler` for float16 (chapter 7).
+    model may be a DistributedDataParallel wrapper, source then this rank's streams (chapter 7).
     Returns {"nll": summed NLL, "tokens": count, "seconds": wall time}.  Introduced in chapter 6."""
     model.train()
     device = device or next(model.parameters()).device
-    state = model.init_state(source.shape[1])
+    state = unwrap(model).init_state(source.shape[1])
     total_nll, tokens, start = torch.zeros((), device=device), 0, time.perf_counter()
     steps = num_windows(source, config.seq_len)
     steps = min(steps, config.max_batches) if config.max_batches else steps
     bar = make_bar(steps, desc, progress)
     for _, (inputs, targets) in zip(range(steps), bptt_windows(source, config.seq_len)):
         state = detach_state(state)  # keep the values, forget the previous window's graph
-        logits, state = model(inputs.to(device), state)  # (T, B, V)
-        loss, nll_sum = lm_loss(logits, targets.to(device), config.sum_over_time)
+        with autocast(device, config.amp):  # mixed precision; changes nothing when config.amp is None
+            logits, state = model(inputs.to(device), state)  # (T, B, V)
+            loss, nll_sum = lm_loss(logits, targets.to(device), config.sum_over_time)
         optimizer.zero_grad(set_to_none=True)
-        backward_and_step(model, loss, optimizer, config)
+        backward_and_step(model, loss, optimizer, config, scaler)
         total_nll += nll_sum.detach()
         tokens += targets.numel()
         bar.update(1)
@@ -76,15 +81,31 @@ def train_epoch(model, source, optimizer, config, device=None, progress=True, de
     return {"nll": total_nll.item(), "tokens": tokens, "seconds": time.perf_counter() - start}
 
 
-def backward_and_step(model, loss, optimizer, config):
+def backward_and_step(model, loss, optimizer, config, scaler=None):
     """The end of every training window: backward, clip the global gradient norm (if config.clip_norm), step.
 
     Gradients must have been zeroed (or set to None) before.  On CUDA tensors the clipping uses foreach
-    kernels with no CPU sync, so this also runs inside a CUDA graph capture.  Introduced in chapter 6."""
+    kernels with no CPU sync, so this also runs inside a CUDA graph capture.  scaler: a GradScaler for float16
+    mixed precision (`scaled_backward_and_step`, chapter 7).  Introduced in chapter 6."""
+    if scaler is not None:
+        return scaled_backward_and_step(model, loss, optimizer, config, scaler)
     loss.backward()
     if config.clip_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
     optimizer.step()
+
+
+def scaled_backward_and_step(model, loss, optimizer, config, scaler):
+    """`backward_and_step` for float16 mixed precision, with a torch.amp.GradScaler.
+
+    The gradients are unscaled before clipping, so clip_norm bounds the true gradient, not scale x gradient.
+    Chapter 7."""
+    scaler.scale(loss).backward()  # loss x scale: small gradients stay above float16's smallest numbers
+    scaler.unscale_(optimizer)  # divide the gradients by the scale, in place, before anything reads them
+    if config.clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    scaler.step(optimizer)  # skips the step if a gradient overflowed to inf or nan
+    scaler.update()  # a smaller scale after an overflow, a larger one after a long run without
 
 
 @torch.no_grad()
@@ -92,7 +113,9 @@ def evaluate(model, tokens, batch_size=1, seq_len=100, device=None, progress=Fal
     """Perplexity of a 1-D token sequence, read as `batch_size` streams with the state carried throughout.
 
     With batch_size=1 every token but the first is predicted with the whole text before it as context (the
-    window length only sets how often the state is detached: it does not change the result).
+    window length only sets how often the state is detached: it does not change the result).  A run trained
+    with mixed precision is evaluated in float32 too (no autocast here): evaluation is a small share of the
+    time, and its perplexities then compare with those of float32 runs.
     Returns {"nll": mean NLL per token, "ppl": perplexity, "tokens": count}.  Introduced in chapter 6."""
     model.eval()
     device = device or next(model.parameters()).device
@@ -144,40 +167,52 @@ def best_epoch(history):
 
 
 def train(model, data, config, device=None, run_state=None, optimizer=None, on_epoch=None, progress=True,
-          graphed=False):
+          graphed=False, scaler=None, world=SINGLE):
     """Train `model` on data["train"] for config.epochs epochs, validating on data["valid"] after each.
 
     data: {"train": (N,), "valid": (M,)} 1-D LongTensors of token ids.  run_state: from `new_run_state`, or from
     a checkpoint to resume.  on_epoch(model, optimizer, run_state) is called after every epoch (checkpointing).
     graphed: on a GPU, replay each training window from a CUDA graph (`train_epoch_graphed`, chapter 7).
+    scaler: the GradScaler of config.amp "float16" (`lstm_lab.runtime.grad_scaler`, chapter 7); a new one if
+    None, so float16 never trains unscaled (pass the saved one to resume).
+    world: this process's rank among `world.world_size` (chapter 7); `model` is then a DistributedDataParallel
+    wrapper, and the rank trains its share of the config.batch_size streams (`shard_streams`) at the learning
+    rate of one process (see lstm_lab.distributed).  on_epoch gets the unwrapped model.
     Early stopping: after `config.patience` epochs without a better validation loss (0 = never).
     Returns the history: one dict per epoch (lr, train/valid NLL and perplexity, seconds, tokens per second).
     Introduced in chapter 6."""
     device = device or next(model.parameters()).device
     run_state = run_state or new_run_state(config)
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=run_state["lr"])
-    source = batchify(data["train"], config.batch_size)
+    scaler = scaler if scaler is not None else grad_scaler(config.amp, device)
+    source = shard_streams(batchify(data["train"], config.batch_size), world.rank, world.world_size)  # (S, B / N)
     for epoch in range(run_state["epoch"] + 1, config.epochs + 1):
         if config.patience and run_state["bad_epochs"] >= config.patience:
             break  # early stopping
-        record = run_epoch(model, source, data["valid"], optimizer, config, run_state, device, progress, graphed)
+        record = run_epoch(model, source, data["valid"], optimizer, config, run_state, device, progress, graphed,
+                           scaler, world.world_size)
         run_state["history"].append(record)
         if on_epoch is not None:
-            on_epoch(model, optimizer, run_state)
+            on_epoch(unwrap(model), optimizer, run_state)
     return run_state["history"]
 
 
-def run_epoch(model, source, valid, optimizer, config, run_state, device, progress, graphed=False):
-    """Train one epoch at run_state["lr"], validate, and advance run_state; returns the epoch's record."""
+def run_epoch(model, source, valid, optimizer, config, run_state, device, progress, graphed=False, scaler=None,
+              world_size=1):
+    """Train one epoch at run_state["lr"], validate, and advance run_state; returns the epoch's record.
+
+    With world_size ranks, the training NLL and tokens are summed over all of them (the whole batch's
+    perplexity), and every rank validates the unwrapped model: the same weights and text, so the same result."""
     epoch, lr = run_state["epoch"] + 1, run_state["lr"]
     for group in optimizer.param_groups:
         group["lr"] = lr
     if graphed:
         stats = train_epoch_graphed(model, source, optimizer, config, device)
     else:
-        stats = train_epoch(model, source, optimizer, config, device, progress, desc=f"epoch {epoch}")
+        stats = train_epoch(model, source, optimizer, config, device, progress, f"epoch {epoch}", scaler)
+    stats = sum_over_ranks(stats, world_size, device)
     valid_start = time.perf_counter()
-    val = evaluate(model, valid, config.eval_batch_size, config.seq_len, device)
+    val = evaluate(unwrap(model), valid, config.eval_batch_size, config.seq_len, device)
     valid_seconds = time.perf_counter() - valid_start
     improved = val["nll"] < run_state["best_valid_nll"]
     run_state.update(epoch=epoch, lr=next_lr(config, epoch, lr, improved),
@@ -249,6 +284,8 @@ def train_epoch_graphed(model, source, optimizer, config, device, warmup=3):
     epoch's learning rate.  Returns {"nll", "tokens", "seconds"} like `train_epoch`.  Chapter 7."""
     if torch.device(device).type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}: train without graphs on a CPU")
+    if config.amp:
+        raise ValueError(f"CUDA graphs do not support amp {config.amp!r}: train with amp None, or without graphs")
     model.train()
     start = time.perf_counter()
     source = source.to(device)  # the whole text on the GPU once: each window is then a GPU-to-GPU copy

@@ -27,3 +27,10 @@ def test_api_reference_lists_signatures_and_docstrings():
     assert text.startswith("```text\nLSTM cells in PyTorch")  # the module's docstring first
     assert "def cell_update(gates, c)" in text and "class LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)" in text
     assert declaration("Oops", type("Oops", (ValueError,), {})) == "class Oops(ValueError)"
+
+
+def test_show_table_escapes_what_markdown_would_swallow():
+    text = show_table([{"max |h|": "becomes <unk>", "pattern": "`a|b<c`"}]).data
+    header, _, row = text.splitlines()
+    assert header == r"| max \|h\| | pattern |"
+    assert row == r"| becomes \<unk> | `a\|b<c` |"

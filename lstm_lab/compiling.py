@@ -1,0 +1,69 @@
+"""How often `torch.compile` compiles an LSTM, and why: one graph per sequence length.
+
+`torch.compile(model)` hands the model's Python code to TorchDynamo, which records the tensor operations it
+runs into a graph and passes the graph to a backend (Inductor by default) to turn into fused kernels.  The
+graph is only valid for what the recording assumed -- shapes, among others -- so each call first checks those
+assumptions ("guards") and, when one fails, records and compiles again.  A Python loop over time steps, as in
+`lstm_layer`, unrolls into the graph: T steps, T copies of the cell.  So the graph depends on T, every new
+sequence length is a new compilation, and `dynamic=True` cannot help (the number of loop iterations must be a
+plain integer).  Past `torch._dynamo.config.recompile_limit` compilations of one function, Dynamo gives up and
+runs that function eagerly for any new shape.
+
+    counts = count_compilations(LSTM(8, 16), lengths=[35, 35, 20, 35])   # [1, 1, 2, 2]
+
+Introduced in chapter 7.
+"""
+import logging
+
+import torch
+import torch._dynamo
+
+QUIET_LOGGERS = ("torch._dynamo", "torch._guards")  # their warnings repeat what the counts show
+
+
+def counting_backend(counter):
+    """A torch.compile backend that compiles nothing: it adds 1 to counter["graphs"] for every graph Dynamo
+    hands it and runs the graph as recorded.  Counting costs almost nothing, unlike compiling with Inductor."""
+    def backend(graph_module, example_inputs):
+        counter["graphs"] += 1
+        return graph_module.forward
+    return backend
+
+
+def count_compilations(module, lengths, batch_size=4, mark_dynamic=False, **compile_kwargs):
+    """Call torch.compile(module) on inputs of each length in turn; returns the graphs compiled so far after
+    each call (a list as long as `lengths`).
+
+    module takes (T, B, module.input_size) input.  mark_dynamic=True marks the time dimension of every input
+    as dynamic (`torch._dynamo.mark_dynamic`), which raises if the code specialises on T.  compile_kwargs go
+    to torch.compile (e.g. dynamic=False).  Dynamo's caches are reset first, so counts start from zero, and its
+    log lines are held back while it runs."""
+    torch._dynamo.reset()
+    counter = {"graphs": 0}
+    compiled = torch.compile(module, backend=counting_backend(counter), **compile_kwargs)
+    counts = []
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # Dynamo logs the recompile limit and failed guards at length; the counts say it
+        logger.setLevel(logging.CRITICAL)
+    try:
+        for T in lengths:
+            x = torch.randn(T, batch_size, module.input_size)
+            if mark_dynamic:
+                torch._dynamo.mark_dynamic(x, 0)
+            compiled(x)
+            counts.append(counter["graphs"])
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    return counts
+
+
+def window_lengths(num_tokens, batch_size, seq_len):
+    """The distinct window lengths of one epoch of `bptt_windows` over `num_tokens` tokens in `batch_size`
+    streams: {length: how many windows}.  The last window is shorter unless seq_len divides the steps."""
+    steps = num_tokens // batch_size - 1  # rows of batchify's output that have a next token
+    lengths = {seq_len: steps // seq_len}
+    if steps % seq_len:
+        lengths[steps % seq_len] = 1
+    return lengths
