@@ -30,6 +30,14 @@ def counting_backend(counter):
     return backend
 
 
+def compile_counting(fn, **compile_kwargs):
+    """(torch.compile(fn) with `counting_backend`, its counter {"graphs": n}), after resetting Dynamo's caches so
+    the count starts from zero.  compile_kwargs go to torch.compile (e.g. dynamic=False).  Chapters 3 and 7."""
+    torch._dynamo.reset()
+    counter = {"graphs": 0}
+    return torch.compile(fn, backend=counting_backend(counter), **compile_kwargs), counter
+
+
 def count_compilations(module, lengths, batch_size=4, mark_dynamic=False, **compile_kwargs):
     """Call torch.compile(module) on inputs of each length in turn; returns the graphs compiled so far after
     each call (a list as long as `lengths`).
@@ -38,9 +46,7 @@ def count_compilations(module, lengths, batch_size=4, mark_dynamic=False, **comp
     as dynamic (`torch._dynamo.mark_dynamic`), which raises if the code specialises on T.  compile_kwargs go
     to torch.compile (e.g. dynamic=False).  Dynamo's caches are reset first, so counts start from zero, and its
     log lines are held back while it runs."""
-    torch._dynamo.reset()
-    counter = {"graphs": 0}
-    compiled = torch.compile(module, backend=counting_backend(counter), **compile_kwargs)
+    compiled, counter = compile_counting(module, **compile_kwargs)
     counts = []
     loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [logger.level for logger in loggers]

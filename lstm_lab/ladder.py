@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lstm_lab.cells import cell_update
+from lstm_lab.compiling import compile_counting
 from lstm_lab.lstm import lstm_layer
 
 
@@ -163,24 +164,17 @@ def compiled_layer(backend="inductor"):
 def count_compilations(layer, seq_lens, batch_size=2, input_size=3, hidden_size=4):
     """How often torch.compile traces `layer` again as seq_len changes.
 
-    Compiles `layer` with a recording backend (it runs the traced graph as it is: no code generation,
-    so this takes seconds), calls it once per entry of `seq_lens`, and returns a list of
-    (seq_len, graphs traced so far).  Resets torch._dynamo's caches first.  Chapter 3."""
-    traced = []
-
-    def record(graph_module, example_inputs):
-        traced.append(graph_module)
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    compiled = torch.compile(layer, backend=record, dynamic=False)
+    Compiles `layer` with a counting backend (`lstm_lab.compiling.compile_counting`: it runs the traced graph
+    as it is, no code generation, so this takes seconds), calls it once per entry of `seq_lens`, and returns a
+    list of (seq_len, graphs traced so far).  Chapter 3; chapter 7 counts whole modules the same way."""
+    compiled, counter = compile_counting(layer, dynamic=False)
     H = hidden_size
     weights = [torch.randn(4 * H, input_size), torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H)]
     counts = []
     for T in seq_lens:
         zeros = torch.zeros(batch_size, H)
         compiled(torch.randn(T, batch_size, input_size), zeros, zeros, *weights)
-        counts.append((T, len(traced)))
+        counts.append((T, counter["graphs"]))
     return counts
 
 

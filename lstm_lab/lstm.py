@@ -126,11 +126,11 @@ def autocast_dtype(device_type, packed=False):
     A PackedSequence on CPU runs PyTorch's own step loop instead: its matrix multiplies autocast but its
     output and state stay float32, which `lstm_layer` gives with no cast (F.linear autocasts by itself).
     Introduced with mixed-precision training (chapter 7)."""
-    if not torch.is_autocast_enabled(device_type):
-        return None
+    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
+        return None  # (autocast knows no other device types: "meta" would raise)
     onednn = ONEDNN_BUILT and torch.backends.mkldnn.enabled
     fused_kernel_autocasts = {"cuda": True, "cpu": onednn and not packed}
-    if not fused_kernel_autocasts.get(device_type, False):
+    if not fused_kernel_autocasts[device_type]:
         return None
     return torch.get_autocast_dtype(device_type)
 

@@ -1,4 +1,6 @@
 """Chapter 7's tools: the timing helper's synchronisation, recompilation counts, packing, throughput steps."""
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -127,3 +129,22 @@ def test_throughput_rows_are_words_per_second_against_nn_lstm():
     assert rows["nn.LSTM"]["ratio"] == 1.0
     for row in rows.values():
         assert row["words_per_second"] == pytest.approx(400 / row["median_ms"] * 1e3)
+
+
+def test_the_throughput_command_writes_results_with_provenance(tmp_path, capsys):
+    from lstm_lab.throughput import main
+    out = tmp_path / "throughput.json"
+    argv = ["--device", "cpu", "--sizes", "zaremba-small", "--repeats", "1", "--no-compile", "--json", str(out)]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["provenance"]["command"].startswith("python -m lstm_lab.throughput --device cpu")
+    assert set(record["results"]["zaremba-small"]) == {"nn.LSTM", "lstm_lab.LSTM", "nn.LSTM, AMP"}
+    assert "words/s" in capsys.readouterr().out
+
+
+def test_the_throughput_command_rejects_a_repeat_count_below_one(capsys):
+    from lstm_lab.throughput import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--repeats", "0"])
+    assert exit_info.value.code == 2
+    assert "--repeats must be a positive number of rounds, got 0" in capsys.readouterr().err
