@@ -19,6 +19,7 @@ result carries its provenance.  Introduced in chapter 7, whose throughput table 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,9 +28,9 @@ from lstm_lab.bench import set_tf32
 from lstm_lab.config import preset
 from lstm_lab.model import LanguageModel
 from lstm_lab.provenance import provenance
-from lstm_lab.runtime import amp_dtype, autocast, grad_scaler, pick_device
+from lstm_lab.runtime import amp_dtype, grad_scaler, pick_device
 from lstm_lab.timing import interleaved_times, summarize
-from lstm_lab.train import backward_and_step, capture_train_step, lm_loss
+from lstm_lab.train import capture_train_step, train_window
 
 SIZES = ("zaremba-small", "zaremba-medium")  # presets timed by default
 VARIANTS = ("nn.LSTM", "lstm_lab.LSTM", "compiled", "CUDA graph", "nn.LSTM, AMP")
@@ -37,18 +38,12 @@ REFERENCE = "nn.LSTM"
 
 
 def make_step(model, config, inputs, targets, state, amp=None):
-    """A zero-argument training step on one fixed window: forward (under autocast in `amp`, "bfloat16" or
-    "float16", if given), loss, backward, clipping, SGD step; float16 with a GradScaler, as `train --amp`."""
+    """A zero-argument training step on one fixed window, `lstm_lab.train.train_window` with an SGD optimizer:
+    under autocast in `amp` ("bfloat16" or "float16") if given, float16 with a GradScaler, as `train --amp`."""
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    config = replace(config, amp=amp)
     scaler = grad_scaler(amp, inputs.device)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(inputs.device, amp):
-            logits, _ = model(inputs, state)
-            loss, _ = lm_loss(logits, targets, config.sum_over_time)
-        backward_and_step(model, loss, optimizer, config, scaler)
-    return step
+    return lambda: train_window(model, inputs, targets, state, optimizer, config, scaler)
 
 
 def graphed_step(model, config, inputs, targets, state):
@@ -74,7 +69,7 @@ def build_variants(size, device, variants=VARIANTS, seed=0):
             continue
         torch.manual_seed(seed)
         rnn = "torch" if name.startswith("nn.LSTM") else "lab"
-        model = LanguageModel(model_config.__class__(**{**model_config.__dict__, "rnn": rnn})).to(device).train()
+        model = LanguageModel(replace(model_config, rnn=rnn)).to(device).train()
         state = model.init_state(B)
         if name == "compiled":
             steps[name] = make_step(torch.compile(model), train_config, inputs, targets, state)

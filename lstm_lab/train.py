@@ -67,18 +67,26 @@ def train_epoch(model, source, optimizer, config, device=None, progress=True, de
     bar = make_bar(steps, desc, progress)
     for _, (inputs, targets) in zip(range(steps), bptt_windows(source, config.seq_len)):
         state = detach_state(state)  # keep the values, forget the previous window's graph
-        with autocast(device, config.amp):  # mixed precision; changes nothing when config.amp is None
-            logits, state = model(inputs.to(device), state)  # (T, B, V)
-            loss, nll_sum = lm_loss(logits, targets.to(device), config.sum_over_time)
-        optimizer.zero_grad(set_to_none=True)
-        backward_and_step(model, loss, optimizer, config, scaler)
-        total_nll += nll_sum.detach()
+        state, nll_sum = train_window(model, inputs.to(device), targets.to(device), state, optimizer, config, scaler)
+        total_nll += nll_sum
         tokens += targets.numel()
         bar.update(1)
         if progress and bar.n % 50 == 0:
             bar.set_postfix(ppl=f"{perplexity(total_nll.item(), tokens):.1f}", refresh=False)
     bar.close()
     return {"nll": total_nll.item(), "tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def train_window(model, inputs, targets, state, optimizer, config, scaler=None):
+    """One training step on one window: forward and loss (under autocast when config.amp is set), backward,
+    clipping, optimizer step.  inputs, targets (T, B) on the model's device.  Returns (the final state, still
+    attached to this window's graph, and the window's summed NLL, detached).  Introduced in chapter 6."""
+    with autocast(inputs.device, config.amp):  # mixed precision; changes nothing when config.amp is None
+        logits, state = model(inputs, state)  # (T, B, V)
+        loss, nll_sum = lm_loss(logits, targets, config.sum_over_time)
+    optimizer.zero_grad(set_to_none=True)
+    backward_and_step(model, loss, optimizer, config, scaler)
+    return state, nll_sum.detach()
 
 
 def backward_and_step(model, loss, optimizer, config, scaler=None):
