@@ -128,7 +128,8 @@ def bench_size(rungs, size, device, repeats=10, warmup=2, graphs=True):
 
 def run_bench(size_names, device, repeats=10, warmup=2, compiled=True, graphs=True):
     """bench_size for each named size set in SIZES, with fresh rungs for each.  Chapter 3."""
-    return {name: bench_size(ladder(compiled), SIZES[name], device, repeats, warmup, graphs) for name in size_names}
+    return {name: bench_size(ladder(compiled, device), SIZES[name], device, repeats, warmup, graphs)
+            for name in size_names}
 
 
 def sweep(rungs, size, key, values, device, repeats=5, warmup=1):

@@ -1,4 +1,4 @@
-"""The speed ladder: seven ways to run a multi-layer LSTM, each the same function as `nn.LSTM`.
+"""The speed ladder: eight ways to run a multi-layer LSTM, each the same function as `nn.LSTM`.
 
 Every rung has one signature, `nn.LSTM`'s in functional form, so the tests and the benchmark treat
 them alike:
@@ -18,6 +18,8 @@ In the order chapter 3 builds them, roughly slowest first (measured there):
     bptt       a torch.autograd.Function: the hoisted forward without autograd's bookkeeping, and
                chapter 2's hand-derived backward pass (BPTT) over the whole sequence
     compiled   torch.compile of the hoisted layer: the loop is unrolled, so each new seq_len recompiles
+    onednn     the bptt rung with its matrix products done by oneDNN, the library nn.LSTM uses on a CPU,
+               W_hh packed once per sequence, and tanh as 2 sigmoid(2x) - 1 (CPU only)
     aten       nn.LSTM with oneDNN and cuDNN switched off: PyTorch's C++ loop of LSTM cells
     nn.LSTM    PyTorch's own kernel (`_VF.lstm`): oneDNN on CPU, cuDNN on an NVIDIA GPU
 """
@@ -90,67 +92,131 @@ def fused_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
 hoisted_layer = lstm_layer
 
 
+def tanh(x):
+    """tanh(x) as 2 sigmoid(2x) - 1, the same function to float rounding.  `torch.tanh` runs at several
+    times `torch.sigmoid`'s cost per element in some CPU builds (chapter 3 measures it); oneDNN's LSTM has
+    its own fast tanh.  Chapter 3."""
+    return torch.sigmoid(2 * x).mul_(2).sub_(1)
+
+
+class TorchMatmul:
+    """The matrix products of `LSTMFunction` done by torch's own `addmm`: MKL (or OpenBLAS) on CPU, cuBLAS
+    on a GPU.  Every product the layer needs has `F.linear`'s form, a @ b.T (+ add).  Chapter 3."""
+
+    @staticmethod
+    def prepare(weight, rows):
+        """The weight as `linear` wants it for inputs of `rows` rows: as it is."""
+        return weight
+
+    @staticmethod
+    def linear(a, b, add=None):
+        """a @ b.T, plus `add` (a bias vector or a full matrix) if given."""
+        return a @ b.t() if add is None else torch.addmm(add, a, b.t())
+
+
+class OneDNNMatmul:
+    """The same products done by oneDNN, the library nn.LSTM itself runs on a CPU (float32 or bfloat16).
+
+    `prepare` packs a weight once into oneDNN's blocked layout for inputs of `rows` rows, as nn.LSTM does
+    with W_hh before its loop; each step's product then reads the packed copy.  Chapter 3 measures why
+    this matters: on some CPUs torch's `addmm` (MKL) runs these products at half oneDNN's speed."""
+
+    @staticmethod
+    def applies(x):
+        """Whether oneDNN can do the products for tensors like x (CPU, float32 or bfloat16)."""
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+                and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+    @staticmethod
+    def prepare(weight, rows):
+        return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+
+    @staticmethod
+    def linear(a, b, add=None):
+        if add is None or add.dim() == 1:  # no addend, or a bias vector
+            return torch.ops.mkldnn._linear_pointwise(a, b, add, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(a, add, b, None, "add")  # + a full matrix, fused
+
+
 class LSTMFunction(torch.autograd.Function):
     """One LSTM layer as a single autograd node: forward without a graph, backward by hand (BPTT).
 
     A torch port of `lstm_lab.numpy_lstm.lstm_forward` / `lstm_backward` (chapter 2): same equations,
-    same names.  apply(x, h0, c0, W_ih, W_hh, b_ih, b_hh) -> (hs (T, B, H), h_T (B, H), c_T (B, H)).
-    Introduced in chapter 3."""
+    same names.  apply(x, h0, c0, W_ih, W_hh, b_ih, b_hh, matmul=TorchMatmul) -> (hs (T, B, H),
+    h_T (B, H), c_T (B, H)).  `matmul` says who does the matrix products (`TorchMatmul` or
+    `OneDNNMatmul`); the arithmetic is the same.  Introduced in chapter 3."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, c0, W_ih, W_hh, b_ih, b_hh, matmul=TorchMatmul):
         T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
         # input projection for every step at once; autograd is off inside forward, so the loop
-        # below may write into preallocated tensors
-        a_x = torch.addmm(b_ih + b_hh, x.reshape(T * B, -1), W_ih.t()).view(T, B, 4 * H)
+        # below may write straight into preallocated tensors (out=), with no copies
+        a_x = matmul.linear(x.reshape(T * B, -1), W_ih, b_ih + b_hh).view(T, B, 4 * H)
+        # g uses tanh, computed as 2 sigmoid(2a) - 1 (see `tanh`): with g's pre-activation doubled (its
+        # rows of W_hh and its part of a_x), one sigmoid serves all four gates
+        a_x[..., 2 * H:3 * H] *= 2
+        W = matmul.prepare(torch.cat([W_hh[:2 * H], 2 * W_hh[2 * H:3 * H], W_hh[3 * H:]]), B)  # once per sequence
         acts = x.new_empty(T, B, 4 * H)  # i, f, g, o after their nonlinearities, every step
         hs, cs = x.new_empty(T, B, H), x.new_empty(T, B, H)
         h, c = h0, c0
-        for t in range(T):
-            a = torch.addmm(a_x[t], h, W_hh.t())  # (B, 4H) pre-activations
-            torch.sigmoid(a, out=acts[t])
-            torch.tanh(a[:, 2 * H:3 * H], out=acts[t, :, 2 * H:3 * H])  # g uses tanh, not sigmoid
-            i, f, g, o = acts[t].chunk(4, dim=1)
-            c = f * c + i * g
-            h = o * torch.tanh(c)
-            hs[t], cs[t] = h, c
+        # one view per step of every tensor the loop reads or writes, taken once (zip unbinds each along T)
+        for a_x_t, acts_t, (i, f, g, o), h_t, c_t in zip(a_x, acts, zip(*acts.chunk(4, dim=2)), hs, cs):
+            torch.sigmoid(matmul.linear(h, W, a_x_t), out=acts_t)  # W_hh h_{t-1} + a_x_t, then i, f, o
+            g.mul_(2).sub_(1)  # ... and g = 2 sigmoid(2a) - 1
+            c = torch.addcmul(f * c, i, g, out=c_t)  # c_t = f c_{t-1} + i g
+            h = torch.mul(o, tanh(c), out=h_t)  # h_t = o tanh(c_t)
         ctx.save_for_backward(x, h0, c0, W_ih, W_hh, hs, cs, acts)  # all BPTT needs
+        ctx.matmul = matmul
         return hs, h, c
 
     @staticmethod
     def backward(ctx, dhs, dh_T, dc_T):
         x, h0, c0, W_ih, W_hh, hs, cs, acts = ctx.saved_tensors
-        H = W_hh.shape[1]
+        matmul = ctx.matmul
+        T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
         i, f, g, o = acts.chunk(4, dim=2)  # (T, B, H) each
-        tanh_c = torch.tanh(cs)
+        tanh_c = tanh(cs)
         h_prev = torch.cat([h0[None], hs[:-1]])  # (T, B, H): the h each step read
         c_prev = torch.cat([c0[None], cs[:-1]])
-        # the slopes of the nonlinearities, for every step at once: sigmoid' = s (1 - s), tanh' = 1 - tanh^2
-        slopes = acts * (1 - acts)  # (T, B, 4H)
-        slopes[..., 2 * H:3 * H] = 1 - g ** 2
-        o_dtanh_c = o * (1 - tanh_c ** 2)  # dh_t/dc_t through h_t = o_t tanh(c_t)
+        # Everything in chapter 2's step that does not depend on the incoming gradients, for every step at
+        # once, the slopes of the nonlinearities folded in (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
+        #   da_i = dc g sigmoid'   da_f = dc c_{t-1} sigmoid'   da_g = dc i tanh'   da_o = dh tanh(c_t) sigmoid'
+        dc_to_ifg = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g ** 2)], dim=2)  # (T, B, 3, H)
+        dh_to_o = tanh_c * o * (1 - o)
+        dh_to_c = o * (1 - tanh_c ** 2)  # dh_t/dc_t through h_t = o_t tanh(c_t)
         das = torch.empty_like(acts)  # (T, B, 4H): gradient w.r.t. the pre-activations a
+        da_ifg, da_o = das[..., :3 * H].unflatten(2, (3, H)), das[..., 3 * H:]  # views into das
+        W_back = matmul.prepare(W_hh.t(), B)  # dh_{t-1} = da_t @ W_hh
         dh_next, dc_next = dh_T, dc_T  # gradients flowing back from step t + 1
-        for t in reversed(range(x.shape[0])):
-            dh = dhs[t] + dh_next  # h_t feeds both the output and the next step
-            do = dh * tanh_c[t]
-            dc = dc_next + dh * o_dtanh_c[t]  # c_t feeds h_t and c_{t+1}
-            di, df, dg = dc * g[t], dc * c_prev[t], dc * i[t]
-            dc_next = dc * f[t]  # the forget gate is the only path back to c_{t-1}
-            torch.mul(torch.cat([di, df, dg, do], dim=1), slopes[t], out=das[t])  # through the nonlinearities
-            dh_next = das[t] @ W_hh  # (B, 4H) @ (4H, H)
+        steps = zip(dhs, f, dh_to_c, dh_to_o, dc_to_ifg, das, da_ifg, da_o)  # one view per step, as in forward
+        for dh_out, f_t, dh_to_c_t, dh_to_o_t, dc_to_ifg_t, da_t, da_ifg_t, da_o_t in reversed(list(steps)):
+            dh = dh_out + dh_next  # h_t feeds both the output and the next step
+            dc = torch.addcmul(dc_next, dh, dh_to_c_t)  # c_t feeds h_t and c_{t+1}
+            torch.mul(dc[:, None], dc_to_ifg_t, out=da_ifg_t)
+            torch.mul(dh, dh_to_o_t, out=da_o_t)
+            dc_next = dc * f_t  # the forget gate is the only path back to c_{t-1}
+            dh_next = matmul.linear(da_t, W_back)  # (B, 4H) @ (4H, H)
         # the sums over t of chapter 2 (dW_ih += da_t^T x_t, ...) as one multiply each, after the loop
         da = das.flatten(0, 1)  # (T*B, 4H)
-        dW_ih = da.t() @ x.flatten(0, 1)  # (4H, T*B) @ (T*B, I)
-        dW_hh = da.t() @ h_prev.flatten(0, 1)
+        da_T = da.t().contiguous()  # (4H, T*B), laid out once for both weight gradients
+        dW_ih = matmul.linear(da_T, x.flatten(0, 1).t())  # (4H, T*B) @ (T*B, I)
+        dW_hh = matmul.linear(da_T, h_prev.flatten(0, 1).t())
         db = da.sum(dim=0)  # b_ih and b_hh enter as a sum: both get the same gradient
-        dx = (da @ W_ih).view_as(x) if ctx.needs_input_grad[0] else None
-        return dx, dh_next, dc_next, dW_ih, dW_hh, db, db
+        dx = matmul.linear(da, W_ih.t()).view_as(x) if ctx.needs_input_grad[0] else None
+        return dx, dh_next, dc_next, dW_ih, dW_hh, db, db, None
 
 
 def bptt_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
     """One layer through `LSTMFunction`.  Same signature and result as `hoisted_layer`.  Chapter 3."""
     hs, h, c = LSTMFunction.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+    return hs, (h, c)
+
+
+def onednn_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
+    """`bptt_layer` with its matrix products done by oneDNN (`OneDNNMatmul`), where oneDNN applies (float32
+    or bfloat16 on CPU), else by torch as in `bptt_layer`.  Same signature and result.  Chapter 3."""
+    matmul = OneDNNMatmul if OneDNNMatmul.applies(x) else TorchMatmul
+    hs, h, c = LSTMFunction.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, matmul)
     return hs, (h, c)
 
 
@@ -257,12 +323,15 @@ def rung(layer):
     return run
 
 
-def ladder(compiled=True):
+def ladder(compiled=True, device="cpu"):
     """The rungs in order, slowest first: {name: rung}.  `compiled=False` leaves out torch.compile
-    (its first call compiles for tens of seconds per seq_len on a small CPU).  Chapter 3."""
+    (its first call compiles for tens of seconds per seq_len on a small CPU).  The onednn rung is there
+    only on a CPU with oneDNN: elsewhere it would be the bptt rung again.  Chapter 3."""
     rungs = {"naive": rung(naive_layer), "fused": rung(fused_layer), "hoisted": rung(hoisted_layer),
              "bptt": rung(bptt_layer)}
     if compiled:
         rungs["compiled"] = rung(compiled_layer())
+    if torch.device(device).type == "cpu" and OneDNNMatmul.applies(torch.empty(0)):
+        rungs["onednn"] = rung(onednn_layer)
     rungs.update({"aten": aten_lstm, "nn.LSTM": nn_lstm})
     return rungs

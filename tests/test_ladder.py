@@ -4,6 +4,8 @@ import torch
 
 from lstm_lab.ladder import (LSTMFunction, assert_same_as_nn_lstm, bptt_layer, compare_with_nn_lstm, compiled_layer,
                              count_compilations, ladder, lstm_weights, make_problem, rung)
+import lstm_lab.ladder as ladder_module
+from lstm_lab.bench import forward_backward
 from lstm_lab.lstm import LSTM, lstm_layer
 
 SIZES = [  # seq_len 1, batch 1, one to three layers, input_size != hidden_size
@@ -105,5 +107,44 @@ def test_every_new_seq_len_compiles_again():
 
 
 def test_ladder_order_ends_with_nn_lstm():
-    assert list(ladder()) == ["naive", "fused", "hoisted", "bptt", "compiled", "aten", "nn.LSTM"]
+    assert list(ladder()) == ["naive", "fused", "hoisted", "bptt", "compiled", "onednn", "aten", "nn.LSTM"]
     assert "compiled" not in ladder(compiled=False)
+    assert "onednn" not in ladder(compiled=False, device="cuda")  # oneDNN does a CPU's products only
+
+
+def test_tanh_by_sigmoid_equals_torch_tanh():
+    x = torch.cat([torch.linspace(-60, 60, 2001, dtype=torch.float64), torch.tensor([0.0, -0.0, 1e-30])])
+    torch.testing.assert_close(ladder_module.tanh(x), torch.tanh(x), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ladder_module.tanh(x.float()), torch.tanh(x.float()), rtol=0, atol=3e-7)
+
+
+def _onednn_calls(fn):
+    with torch.profiler.profile() as profile:
+        fn()
+    return sum(event.count for event in profile.key_averages() if event.key == "mkldnn::_linear_pointwise")
+
+
+def test_onednn_rung_uses_onednn_in_float32_and_torch_in_float64():
+    """Float32 on CPU: every product goes to oneDNN, forward and backward (T + 1 and T + 3 per layer, and
+    the results equal nn.LSTM's, checked by the tests above); float64, which oneDNN does not do: none."""
+    size = {"seq_len": 4, "batch_size": 3, "input_size": 5, "hidden_size": 6, "num_layers": 2}
+    onednn = ladder(compiled=False)["onednn"]
+    for dtype, expected in ((torch.float32, 2 * (4 + 1) + 2 * (4 + 3)), (torch.float64, 0)):
+        problem = make_problem(size, dtype=dtype)
+        assert _onednn_calls(lambda: forward_backward(onednn, problem)) == expected
+
+
+def test_onednn_products_give_the_gradients_of_torch_products():
+    """The same LSTMFunction with either `matmul`: float32 results agree to rounding."""
+    torch.manual_seed(0)
+    T, B, I, H = 6, 4, 5, 7
+    inputs = [torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H), torch.randn(4 * H, I),
+              torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H)]
+    results = []
+    for matmul in (ladder_module.TorchMatmul, ladder_module.OneDNNMatmul):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        hs, h, c = LSTMFunction.apply(*leaves, matmul)
+        (hs.sin().sum() + h.square().sum() + c.sum()).backward()
+        results.append([hs, h, c] + [leaf.grad for leaf in leaves])
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
