@@ -115,24 +115,26 @@ class TorchMatmul:
 
 
 class OneDNNMatmul:
-    """The same products done by oneDNN, the library nn.LSTM itself runs on a CPU (float32 or bfloat16).
+    """The same products done by oneDNN, the library nn.LSTM itself runs on a CPU, in float32.
 
     `prepare` packs a weight once into oneDNN's blocked layout for inputs of `rows` rows, as nn.LSTM does
     with W_hh before its loop; each step's product then reads the packed copy.  Chapter 3 measures why
-    this matters: on some CPUs torch's `addmm` (MKL) runs these products at half oneDNN's speed."""
+    this matters: on some CPUs torch's `addmm` runs these products well below oneDNN's speed."""
 
     @staticmethod
     def applies(x):
-        """Whether oneDNN can do the products for tensors like x (CPU, float32 or bfloat16)."""
-        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+        """Whether this class does the products for tensors like x: float32 on a CPU, with oneDNN."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32
                 and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
     @staticmethod
     def prepare(weight, rows):
+        """The weight packed into oneDNN's layout for inputs of `rows` rows (an opaque oneDNN tensor)."""
         return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
 
     @staticmethod
     def linear(a, b, add=None):
+        """a @ b.T, plus `add` (a bias vector or a full matrix) if given; b as it is or from `prepare`."""
         if add is None or add.dim() == 1:  # no addend, or a bias vector
             return torch.ops.mkldnn._linear_pointwise(a, b, add, "none", [], "")
         return torch.ops.mkldnn._linear_pointwise.binary(a, add, b, None, "add")  # + a full matrix, fused
@@ -213,8 +215,8 @@ def bptt_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
 
 
 def onednn_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
-    """`bptt_layer` with its matrix products done by oneDNN (`OneDNNMatmul`), where oneDNN applies (float32
-    or bfloat16 on CPU), else by torch as in `bptt_layer`.  Same signature and result.  Chapter 3."""
+    """`bptt_layer` with its matrix products done by oneDNN (`OneDNNMatmul`) where it applies (float32 on a
+    CPU), else by torch as in `bptt_layer`.  Same signature and result.  Chapter 3."""
     matmul = OneDNNMatmul if OneDNNMatmul.applies(x) else TorchMatmul
     hs, h, c = LSTMFunction.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, matmul)
     return hs, (h, c)

@@ -101,6 +101,32 @@ def matmul_operators(batch_size, in_features, out_features, device, repeats=200)
     return summarize(times, reference="torch.matmul(a, W.t())")
 
 
+def library_kernel_times(batch_size=20, hidden_size=200, seq_len=35, repeats=200):
+    """What oneDNN, the library inside nn.LSTM on a CPU, does faster than plain torch operators there.
+
+    Two interleaved comparisons on the CPU, at one step's sizes:
+      products     one step's recurrent product a_x + h W_hh^T, (B, H) by (H, 4H): torch's `addmm` (the BLAS
+                   torch was built with), oneDNN on the weight as it is, and oneDNN on a weight packed once
+      tanh         torch.tanh, torch.sigmoid, and `lstm_lab.ladder.tanh` (2 sigmoid(2x) - 1), on a (T, B, H)
+                   tensor: the tanh(c_t) of a whole sequence
+    Returns {"products": summarize rows, ratio to addmm; "tanh": summarize rows, ratio to torch.tanh}.
+    Needs oneDNN (`ladder.OneDNNMatmul.applies`).  Chapter 3."""
+    from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, tanh  # ladder imports this module
+    H = hidden_size
+    h, a_x = torch.randn(batch_size, H), torch.randn(batch_size, 4 * H)
+    W_hh = torch.randn(4 * H, H)
+    packed = OneDNNMatmul.prepare(W_hh, batch_size)
+    products = {"torch addmm": lambda: TorchMatmul.linear(h, W_hh, a_x),
+                "oneDNN": lambda: OneDNNMatmul.linear(h, W_hh, a_x),
+                "oneDNN, W_hh packed": lambda: OneDNNMatmul.linear(h, packed, a_x)}
+    c = torch.randn(seq_len, batch_size, H)
+    tanhs = {"torch.tanh": lambda: torch.tanh(c), "torch.sigmoid": lambda: torch.sigmoid(c),
+             "2 sigmoid(2x) - 1": lambda: tanh(c)}
+    with torch.no_grad():
+        return {"products": summarize(interleaved_times(products, "cpu", repeats, warmup=5), reference="torch addmm"),
+                "tanh": summarize(interleaved_times(tanhs, "cpu", repeats, warmup=5), reference="torch.tanh")}
+
+
 def thread_times(fn, thread_counts=(1, 2), repeats=10, warmup=2):
     """Median seconds of fn() on CPU with each number of intra-op threads, interleaved round by round.
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 from lstm_lab import bench, cli  # noqa: E402
 from lstm_lab.ladder import ladder, nn_lstm  # noqa: E402
 from lstm_lab.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
-                             matmul_operators, summarize, thread_times)
+                             library_kernel_times, matmul_operators, summarize, thread_times)
 
 TINY = bench.SIZES["tiny"]
 
@@ -155,6 +155,27 @@ def test_matmul_operators_rows():
     rows = matmul_operators(4, 8, 16, "cpu", repeats=3)
     assert set(rows) == {"a @ W.t()", "torch.matmul(a, W.t())", "F.linear(a, W)", "nn.Linear"}
     assert rows["torch.matmul(a, W.t())"]["ratio"] == pytest.approx(1.0)
+
+
+def test_library_kernel_times_rows():
+    rows = library_kernel_times(batch_size=3, hidden_size=4, seq_len=2, repeats=3)
+    assert set(rows["products"]) == {"torch addmm", "oneDNN", "oneDNN, W_hh packed"}
+    assert set(rows["tanh"]) == {"torch.tanh", "torch.sigmoid", "2 sigmoid(2x) - 1"}
+    assert rows["products"]["torch addmm"]["ratio"] == pytest.approx(1.0)
+    assert rows["tanh"]["torch.tanh"]["ratio"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("add", ["none", "bias", "matrix"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_onednn_products_equal_torch_products(add, packed):
+    """What library_kernel_times times as one product is one product: the same numbers in every form."""
+    from lstm_lab.ladder import OneDNNMatmul, TorchMatmul
+    torch.manual_seed(0)
+    a, W = torch.randn(5, 7), torch.randn(12, 7)
+    addend = {"none": None, "bias": torch.randn(12), "matrix": torch.randn(5, 12)}[add]
+    weight = OneDNNMatmul.prepare(W, 5) if packed else W
+    torch.testing.assert_close(OneDNNMatmul.linear(a, weight, addend), TorchMatmul.linear(a, W, addend),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_thread_times_restores_the_thread_count():
