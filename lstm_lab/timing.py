@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, tanh
+
 
 def synchronize(device):
     """Wait for every queued kernel on `device` to finish (a no-op on CPU).  Chapter 3."""
@@ -111,7 +113,6 @@ def library_kernel_times(batch_size=20, hidden_size=200, seq_len=35, repeats=200
                    tensor: the tanh(c_t) of a whole sequence
     Returns {"products": summarize rows, ratio to addmm; "tanh": summarize rows, ratio to torch.tanh}.
     Needs oneDNN (`ladder.OneDNNMatmul.applies`).  Chapter 3."""
-    from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, tanh  # ladder imports this module
     H = hidden_size
     h, a_x = torch.randn(batch_size, H), torch.randn(batch_size, 4 * H)
     W_hh = torch.randn(4 * H, H)

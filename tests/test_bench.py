@@ -11,6 +11,7 @@ from lstm_lab import bench, cli  # noqa: E402
 from lstm_lab.ladder import ladder, nn_lstm  # noqa: E402
 from lstm_lab.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
                              library_kernel_times, matmul_operators, summarize, thread_times)
+from lstm_lab.ladder import OneDNNMatmul, TorchMatmul  # noqa: E402
 
 TINY = bench.SIZES["tiny"]
 
@@ -169,7 +170,6 @@ def test_library_kernel_times_rows():
 @pytest.mark.parametrize("packed", [False, True])
 def test_onednn_products_equal_torch_products(add, packed):
     """What library_kernel_times times as one product is one product: the same numbers in every form."""
-    from lstm_lab.ladder import OneDNNMatmul, TorchMatmul
     torch.manual_seed(0)
     a, W = torch.randn(5, 7), torch.randn(12, 7)
     addend = {"none": None, "bias": torch.randn(12), "matrix": torch.randn(5, 12)}[add]
