@@ -8,10 +8,9 @@ import torch
 matplotlib.use("Agg")
 
 from lstm_lab import bench, cli  # noqa: E402
-from lstm_lab.ladder import ladder, nn_lstm  # noqa: E402
+from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, ladder, nn_lstm  # noqa: E402
 from lstm_lab.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
                              library_kernel_times, matmul_operators, summarize, thread_times)
-from lstm_lab.ladder import OneDNNMatmul, TorchMatmul  # noqa: E402
 
 TINY = bench.SIZES["tiny"]
 
