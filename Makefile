@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# the venv's programs first on PATH: the chapters' C++ rung (chapter 3) runs the venv's ninja
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: book test unit browser clean
 

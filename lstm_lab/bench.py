@@ -148,7 +148,7 @@ def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
 def bench_provenance(argv, device, tf32):
     """Where and how the benchmark ran: lstm_lab.provenance plus the kernels' switches.  Chapter 3."""
     record = provenance(["bench", *argv], device)
-    settings = {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "OMP_", "MKL_"))}
+    settings = {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "TORCH_EXTENSIONS_", "OMP_", "MKL_"))}
     record.update(load_average=os.getloadavg(), mkldnn_enabled=torch.backends.mkldnn.is_available(),
                   environment=settings)
     if device.type == "cuda":

@@ -1,4 +1,4 @@
-"""The speed ladder: eight ways to run a multi-layer LSTM, each the same function as `nn.LSTM`.
+"""The speed ladder: nine ways to run a multi-layer LSTM, each the same function as `nn.LSTM`.
 
 Every rung has one signature, `nn.LSTM`'s in functional form, so the tests and the benchmark treat
 them alike:
@@ -20,11 +20,19 @@ In the order chapter 3 builds them, roughly slowest first (measured there):
     compiled   torch.compile of the hoisted layer: the loop is unrolled, so each new seq_len recompiles
     onednn     the bptt rung with its matrix products done by oneDNN, the library nn.LSTM uses on a CPU,
                W_hh packed once per sequence, and tanh as 2 sigmoid(2x) - 1 (CPU only)
+    cpp        the onednn rung with each step's elementwise work, forward and backward, in one C++ loop
+               (csrc/lstm_cell.cpp, compiled on first use; CPU only)
     aten       nn.LSTM with oneDNN and cuDNN switched off: PyTorch's C++ loop of LSTM cells
     nn.LSTM    PyTorch's own kernel (`_VF.lstm`): oneDNN on CPU, cuDNN on an NVIDIA GPU
 """
+import functools
+import os
+import platform
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from torch.utils import cpp_extension
 
 from lstm_lab.cells import cell_update
 from lstm_lab.compiling import compile_counting
@@ -140,6 +148,29 @@ class OneDNNMatmul:
         return torch.ops.mkldnn._linear_pointwise.binary(a, add, b, None, "add")  # + a full matrix, fused
 
 
+def input_projection(x, W_ih, b_ih, b_hh, matmul):
+    """W_ih x_t + b_ih + b_hh for every step at once, one product before the loop (rung 3's hoisting).
+
+    x (T, B, I); returns (T, B, 4H).  `matmul` as in `LSTMFunction`.  Chapter 3."""
+    T, B = x.shape[0], x.shape[1]
+    return matmul.linear(x.reshape(T * B, -1), W_ih, b_ih + b_hh).view(T, B, -1)
+
+
+def parameter_gradients(das, x, h_prev, W_ih, matmul, input_grad=True):
+    """The gradients a layer's backward pass returns besides dh_0 and dc_0, from every step's da at once.
+
+    das (T, B, 4H): dL/da_t for every step; x (T, B, I) and h_prev (T, B, H): what each step read.
+    Chapter 2's sums over t (dW_ih += da_t^T x_t, ...) become one product each, after the loop.
+    Returns (dx or None if not input_grad, dW_ih, dW_hh, db).  Chapter 3."""
+    da = das.flatten(0, 1)  # (T*B, 4H)
+    # dW = da^T x is computed as (x^T da)^T: the transposes are views, so nothing is copied
+    dW_ih = matmul.linear(x.flatten(0, 1).t(), da.t()).t()  # (I, T*B) @ (T*B, 4H), transposed
+    dW_hh = matmul.linear(h_prev.flatten(0, 1).t(), da.t()).t()
+    db = da.sum(dim=0)  # b_ih and b_hh enter as a sum: both get the same gradient
+    dx = matmul.linear(da, W_ih.t()).view_as(x) if input_grad else None
+    return dx, dW_ih, dW_hh, db
+
+
 class LSTMFunction(torch.autograd.Function):
     """One LSTM layer as a single autograd node: forward without a graph, backward by hand (BPTT).
 
@@ -153,7 +184,7 @@ class LSTMFunction(torch.autograd.Function):
         T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
         # input projection for every step at once; autograd is off inside forward, so the loop
         # below may write straight into preallocated tensors (out=), with no copies
-        a_x = matmul.linear(x.reshape(T * B, -1), W_ih, b_ih + b_hh).view(T, B, 4 * H)
+        a_x = input_projection(x, W_ih, b_ih, b_hh, matmul)
         # g uses tanh, computed as 2 sigmoid(2a) - 1 (see `tanh`): with g's pre-activation doubled (its
         # rows of W_hh and its part of a_x), one sigmoid serves all four gates
         a_x[..., 2 * H:3 * H] *= 2
@@ -198,13 +229,7 @@ class LSTMFunction(torch.autograd.Function):
             torch.mul(dh, dh_to_o_t, out=da_o_t)
             dc_next = dc * f_t  # the forget gate is the only path back to c_{t-1}
             dh_next = matmul.linear(da_t, W_back)  # (B, 4H) @ (4H, H)
-        # the sums over t of chapter 2 (dW_ih += da_t^T x_t, ...) as one multiply each, after the loop
-        da = das.flatten(0, 1)  # (T*B, 4H)
-        da_T = da.t().contiguous()  # (4H, T*B), laid out once for both weight gradients
-        dW_ih = matmul.linear(da_T, x.flatten(0, 1).t())  # (4H, T*B) @ (T*B, I)
-        dW_hh = matmul.linear(da_T, h_prev.flatten(0, 1).t())
-        db = da.sum(dim=0)  # b_ih and b_hh enter as a sum: both get the same gradient
-        dx = matmul.linear(da, W_ih.t()).view_as(x) if ctx.needs_input_grad[0] else None
+        dx, dW_ih, dW_hh, db = parameter_gradients(das, x, h_prev, W_ih, matmul, ctx.needs_input_grad[0])
         return dx, dh_next, dc_next, dW_ih, dW_hh, db, db, None
 
 
@@ -219,6 +244,77 @@ def onednn_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
     CPU), else by torch as in `bptt_layer`.  Same signature and result.  Chapter 3."""
     matmul = OneDNNMatmul if OneDNNMatmul.applies(x) else TorchMatmul
     hs, h, c = LSTMFunction.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, matmul)
+    return hs, (h, c)
+
+
+CPP_SOURCE = Path(__file__).parent / "csrc" / "lstm_cell.cpp"
+
+
+@functools.cache
+def cpp_cell():
+    """The C++ step kernels of csrc/lstm_cell.cpp, compiled on the first call (tens of seconds; torch keeps
+    the build in ~/.cache/torch_extensions, so later processes only load it).  Needs a C++ compiler and
+    ninja (`pip install ninja`).  Returns the module with `forward_step` and `backward_step`.  Chapter 3."""
+    if os.name == "nt":
+        flags = ["/O2", "/fp:fast"]
+    else:  # fast-math lets the compiler call a vectorised exp; compiled where it runs, so tune for this CPU
+        flags = ["-O3", "-ffast-math"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+    try:
+        return cpp_extension.load(name="lstm_lab_cell", sources=[str(CPP_SOURCE)], extra_cflags=flags)
+    except (RuntimeError, OSError, ImportError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"the cpp rung needs a C++ compiler and ninja to build {CPP_SOURCE.name}: {message}") \
+            from error
+
+
+class CppLSTMFunction(torch.autograd.Function):
+    """`LSTMFunction` with each step's elementwise work done by one C++ loop (`cpp_cell`), forward and
+    backward; the matrix products stay in Python, done by `matmul` as in `LSTMFunction`.
+
+    apply(x, h0, c0, W_ih, W_hh, b_ih, b_hh, matmul=TorchMatmul) -> (hs (T, B, H), h_T, c_T), float32 or
+    float64 on a CPU.  The backward step needs no precomputed factors: the C++ loop reads the saved gates,
+    cell states and tanh(c_t) and does all of chapter 2's step but the product.  Chapter 3."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, W_ih, W_hh, b_ih, b_hh, matmul=TorchMatmul):
+        cell = cpp_cell()
+        T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
+        a_x = input_projection(x, W_ih, b_ih, b_hh, matmul)
+        W = matmul.prepare(W_hh, B)  # once per sequence
+        acts = x.new_empty(T, B, 4 * H)  # i, f, g, o after their nonlinearities, every step
+        hs, cs, tanh_cs = x.new_empty(T, B, H), x.new_empty(T, B, H), x.new_empty(T, B, H)
+        h, c = h0.contiguous(), c0.contiguous()
+        for a_x_t, acts_t, h_t, c_t, tanh_c_t in zip(a_x, acts, hs, cs, tanh_cs):
+            cell.forward_step(matmul.linear(h, W), a_x_t, c, acts_t, c_t, h_t, tanh_c_t)  # writes the last four
+            h, c = h_t, c_t
+        ctx.save_for_backward(x, h0, c0, W_ih, W_hh, hs, cs, acts, tanh_cs)
+        ctx.matmul = matmul
+        return hs, h, c
+
+    @staticmethod
+    def backward(ctx, dhs, dh_T, dc_T):
+        x, h0, c0, W_ih, W_hh, hs, cs, acts, tanh_cs = ctx.saved_tensors
+        matmul, cell = ctx.matmul, cpp_cell()
+        B = x.shape[1]
+        das = torch.empty_like(acts)  # (T, B, 4H): gradient w.r.t. the pre-activations a
+        W_back = matmul.prepare(W_hh.t(), B)  # dh_{t-1} = da_t @ W_hh
+        dh_next = dh_T.contiguous()  # dL/dh_t through step t + 1
+        dc = dc_T.clone(memory_format=torch.contiguous_format)  # dL/dc_t through step t + 1; updated in place
+        c_prevs = [c0.contiguous(), *cs[:-1]]  # the c each step read
+        steps = zip(dhs.contiguous(), acts, c_prevs, tanh_cs, das)
+        for dh_out, acts_t, c_prev, tanh_c_t, da_t in reversed(list(steps)):
+            cell.backward_step(dh_next, dh_out, dc, acts_t, c_prev, tanh_c_t, da_t)  # writes da_t and dc
+            dh_next = matmul.linear(da_t, W_back)  # (B, 4H) @ (4H, H)
+        h_prev = torch.cat([h0[None], hs[:-1]])  # (T, B, H): the h each step read
+        dx, dW_ih, dW_hh, db = parameter_gradients(das, x, h_prev, W_ih, matmul, ctx.needs_input_grad[0])
+        return dx, dh_next, dc, dW_ih, dW_hh, db, db, None
+
+
+def cpp_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
+    """One layer through `CppLSTMFunction`, its products done by oneDNN where it applies (float32 on a CPU)
+    and by torch otherwise.  Same signature and result as `bptt_layer`.  Chapter 3."""
+    matmul = OneDNNMatmul if OneDNNMatmul.applies(x) else TorchMatmul
+    hs, h, c = CppLSTMFunction.apply(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, matmul)
     return hs, (h, c)
 
 
@@ -328,12 +424,15 @@ def rung(layer):
 def ladder(compiled=True, device="cpu"):
     """The rungs in order, slowest first: {name: rung}.  `compiled=False` leaves out torch.compile
     (its first call compiles for tens of seconds per seq_len on a small CPU).  The onednn rung is there
-    only on a CPU with oneDNN: elsewhere it would be the bptt rung again.  Chapter 3."""
+    only on a CPU with oneDNN: elsewhere it would be the bptt rung again; the cpp rung only on a CPU.
+    Chapter 3."""
     rungs = {"naive": rung(naive_layer), "fused": rung(fused_layer), "hoisted": rung(hoisted_layer),
              "bptt": rung(bptt_layer)}
     if compiled:
         rungs["compiled"] = rung(compiled_layer())
-    if torch.device(device).type == "cpu" and OneDNNMatmul.applies(torch.empty(0)):
-        rungs["onednn"] = rung(onednn_layer)
+    if torch.device(device).type == "cpu":
+        if OneDNNMatmul.applies(torch.empty(0)):
+            rungs["onednn"] = rung(onednn_layer)
+        rungs["cpp"] = rung(cpp_layer)  # compiled on its first call; the C++ loop reads CPU memory only
     rungs.update({"aten": aten_lstm, "nn.LSTM": nn_lstm})
     return rungs

@@ -1,14 +1,19 @@
 """Showing the package's own code and tables in a chapter, so the book and the code cannot drift."""
 import inspect
 import textwrap
+from pathlib import Path
 
 from IPython.display import Markdown
 
 
 def show_source(obj):
-    """Display the source of a function, class or method from `lstm_lab` as highlighted Python.
+    """Display the source of a function, class or method from `lstm_lab` as highlighted Python, or a whole
+    source file given as a `pathlib.Path` (such as `ladder.CPP_SOURCE`), highlighted by its suffix.
 
     Chapters call this instead of retyping code.  Introduced in chapter 1."""
+    if isinstance(obj, Path):
+        language = {".py": "python", ".cpp": "cpp"}.get(obj.suffix, "text")
+        return Markdown(f"```{language}\n{obj.read_text().rstrip()}\n```")
     return Markdown(f"```python\n{textwrap.dedent(inspect.getsource(obj)).rstrip()}\n```")
 
 

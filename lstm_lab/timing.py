@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, tanh
+from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, cpp_cell, tanh
 
 
 def synchronize(device):
@@ -126,6 +126,45 @@ def library_kernel_times(batch_size=20, hidden_size=200, seq_len=35, repeats=200
     with torch.no_grad():
         return {"products": summarize(interleaved_times(products, "cpu", repeats, warmup=5), reference="torch addmm"),
                 "tanh": summarize(interleaved_times(tanhs, "cpu", repeats, warmup=5), reference="torch.tanh")}
+
+
+def step_times(batch_size=20, hidden_size=200, repeats=200):
+    """One forward step of a layer, in its parts: what rung 7 moves into C++ and what it leaves.
+
+    Interleaved on the CPU, float32, at one step's sizes (B, H):
+      the product                 h_{t-1} W_hh^T, (B, H) by (H, 4H), by oneDNN on a packed weight where it
+                                  applies (else torch): the same in rungs 6 and 7
+      PyTorch operators (rung 6)  the gates' nonlinearities and the state update as `LSTMFunction` does them:
+                                  one sigmoid, g from it, c_t, tanh(c_t), h_t; about ten operators
+      one C++ loop (rung 7)       the same work, plus adding the input projection, in one call of
+                                  `cpp_cell().forward_step`
+    Returns summarize rows, ratio to the product.  Compiles the C++ loop on first use.  Chapter 3."""
+    B, H = batch_size, hidden_size
+    matmul = OneDNNMatmul if OneDNNMatmul.applies(torch.empty(0)) else TorchMatmul
+    h, c, W_hh = torch.randn(B, H), torch.randn(B, H), torch.randn(4 * H, H)
+    W, a_x, a = matmul.prepare(W_hh, B), torch.randn(B, 4 * H), torch.randn(B, 4 * H)
+    acts, c_t, h_t, tanh_c = torch.empty(B, 4 * H), torch.empty(B, H), torch.empty(B, H), torch.empty(B, H)
+    i, f, g, o = acts.chunk(4, dim=1)
+
+    a_sum = a + a_x  # rung 6 adds a_x inside its product: its operators start from the sum
+    a_sum[:, 2 * H:3 * H] *= 2  # g's pre-activation doubled, as LSTMFunction does once per sequence
+
+    def python_operators():  # the body of LSTMFunction's forward loop, after its product
+        torch.sigmoid(a_sum, out=acts)
+        g.mul_(2).sub_(1)
+        torch.addcmul(f * c, i, g, out=c_t)
+        torch.mul(o, tanh(c_t), out=h_t)
+
+    cell = cpp_cell()
+    python_operators()
+    h_python = h_t.clone()
+    cell.forward_step(a, a_x, c, acts, c_t, h_t, tanh_c)
+    torch.testing.assert_close(h_t, h_python)  # both candidates compute the same step
+    candidates = {"the product": lambda: matmul.linear(h, W),
+                  "PyTorch operators (rung 6)": python_operators,
+                  "one C++ loop (rung 7)": lambda: cell.forward_step(a, a_x, c, acts, c_t, h_t, tanh_c)}
+    with torch.no_grad():
+        return summarize(interleaved_times(candidates, "cpu", repeats, warmup=5), reference="the product")
 
 
 def thread_times(fn, thread_counts=(1, 2), repeats=10, warmup=2):

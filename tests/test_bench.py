@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 from lstm_lab import bench, cli  # noqa: E402
 from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, ladder, nn_lstm  # noqa: E402
 from lstm_lab.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
-                             library_kernel_times, matmul_operators, summarize, thread_times)
+                             library_kernel_times, matmul_operators, step_times, summarize, thread_times)
 
 TINY = bench.SIZES["tiny"]
 
@@ -163,6 +163,13 @@ def test_library_kernel_times_rows():
     assert set(rows["tanh"]) == {"torch.tanh", "torch.sigmoid", "2 sigmoid(2x) - 1"}
     assert rows["products"]["torch addmm"]["ratio"] == pytest.approx(1.0)
     assert rows["tanh"]["torch.tanh"]["ratio"] == pytest.approx(1.0)
+
+
+def test_step_times_rows():
+    rows = step_times(batch_size=3, hidden_size=4, repeats=3)
+    assert list(rows) == ["the product", "PyTorch operators (rung 6)", "one C++ loop (rung 7)"]
+    assert rows["the product"]["ratio"] == pytest.approx(1.0)
+    assert all(row["median_ms"] > 0 for row in rows.values())
 
 
 @pytest.mark.parametrize("add", ["none", "bias", "matrix"])

@@ -107,9 +107,10 @@ def test_every_new_seq_len_compiles_again():
 
 
 def test_ladder_order_ends_with_nn_lstm():
-    assert list(ladder()) == ["naive", "fused", "hoisted", "bptt", "compiled", "onednn", "aten", "nn.LSTM"]
+    assert list(ladder()) == ["naive", "fused", "hoisted", "bptt", "compiled", "onednn", "cpp", "aten", "nn.LSTM"]
     assert "compiled" not in ladder(compiled=False)
-    assert "onednn" not in ladder(compiled=False, device="cuda")  # oneDNN does a CPU's products only
+    on_gpu = ladder(compiled=False, device="cuda")
+    assert "onednn" not in on_gpu and "cpp" not in on_gpu  # oneDNN and the C++ loop work on CPU memory only
 
 
 def test_tanh_by_sigmoid_equals_torch_tanh():
@@ -124,14 +125,56 @@ def _onednn_calls(fn):
     return sum(event.count for event in profile.key_averages() if event.key == "mkldnn::_linear_pointwise")
 
 
-def test_onednn_rung_uses_onednn_in_float32_and_torch_in_float64():
+@pytest.mark.parametrize("name", ["onednn", "cpp"])
+def test_rung_uses_onednn_in_float32_and_torch_in_float64(name):
     """Float32 on CPU: every product goes to oneDNN, forward and backward (T + 1 and T + 3 per layer, and
     the results equal nn.LSTM's, checked by the tests above); float64, which oneDNN does not do: none."""
     size = {"seq_len": 4, "batch_size": 3, "input_size": 5, "hidden_size": 6, "num_layers": 2}
-    onednn = ladder(compiled=False)["onednn"]
+    run = ladder(compiled=False)[name]
     for dtype, expected in ((torch.float32, 2 * (4 + 1) + 2 * (4 + 3)), (torch.float64, 0)):
         problem = make_problem(size, dtype=dtype)
-        assert _onednn_calls(lambda: forward_backward(onednn, problem)) == expected
+        assert _onednn_calls(lambda: forward_backward(run, problem)) == expected
+
+
+def test_cpp_rung_propagates_nan_and_inf_like_nn_lstm():
+    """The C++ loop is built with -ffast-math, which lets a compiler assume there are no NaNs or infinities:
+    a diverging model must still show NaN where nn.LSTM does, and saturate where nn.LSTM saturates."""
+    size = {"seq_len": 3, "batch_size": 4, "input_size": 2, "hidden_size": 5, "num_layers": 1}
+    problem = make_problem(size, dtype=torch.float32)
+    x = problem["x"].detach().clone()
+    x[0, 0, 0], x[1, 1, 1], x[2, 2] = float("nan"), float("inf"), -1e30
+    lstm = problem["lstm"]
+    ours, (h, c) = rung(ladder_module.cpp_layer)(x, problem["h0"], problem["c0"], lstm_weights(lstm))
+    theirs, (h_ref, c_ref) = lstm(x, (problem["h0"], problem["c0"]))
+    assert ours.isnan().any()
+    for a, b in ((ours, theirs), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("name, bad, message", [
+    ("a_x", lambda t: t.double(), r"expected a_x to be a contiguous CPU Float tensor of shape \(2, 12\), got Double"),
+    ("h", lambda t: t.t().contiguous().t(), r"expected h to be .* of shape \(2, 3\), got Float \[2, 3\] \(not contiguous\)"),
+    ("acts", lambda t: t[:, :8], r"expected acts to be .* of shape \(2, 12\), got Float \[2, 8\]"),
+])
+def test_cpp_kernel_rejects_bad_tensors_with_a_clear_error(name, bad, message):
+    B, H = 2, 3
+    args = {"wh": torch.zeros(B, 4 * H), "a_x": torch.zeros(B, 4 * H), "c_prev": torch.zeros(B, H),
+            "acts": torch.empty(B, 4 * H), "c": torch.empty(B, H), "h": torch.empty(B, H), "tanh_c": torch.empty(B, H)}
+    args[name] = bad(args[name])
+    with pytest.raises(RuntimeError, match="lstm_cell: " + message):
+        ladder_module.cpp_cell().forward_step(*args.values())
+
+
+def test_cpp_cell_without_a_compiler_says_what_it_needs(monkeypatch):
+    def no_compiler(**kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+    ladder_module.cpp_cell.cache_clear()
+    monkeypatch.setattr(ladder_module.cpp_extension, "load", no_compiler)
+    try:
+        with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler and ninja to build lstm_cell.cpp: Ninja is"):
+            ladder_module.cpp_cell()
+    finally:
+        ladder_module.cpp_cell.cache_clear()  # the next caller builds (or loads) the real one
 
 
 def test_onednn_products_give_the_gradients_of_torch_products():

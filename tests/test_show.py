@@ -1,6 +1,7 @@
 """The display helpers chapters use to show package code, tables and the API reference."""
 import lstm_lab.cells
 from lstm_lab.cells import cell_update
+from lstm_lab.ladder import CPP_SOURCE
 from lstm_lab.show import declaration, module_reference, public_members, show_source, show_table
 
 
@@ -8,6 +9,12 @@ def test_show_source_is_the_package_source_as_python():
     text = show_source(cell_update).data
     assert text.startswith("```python\ndef cell_update(gates, c):")
     assert "c_new = f * c + i * g" in text and text.endswith("\n```")
+
+
+def test_show_source_of_a_file_is_its_whole_text_highlighted_by_suffix():
+    text = show_source(CPP_SOURCE).data
+    assert text.startswith("```cpp\n// One LSTM step's elementwise work")
+    assert "void backward_step(" in text and text.endswith("}\n```")
 
 
 def test_show_table_formats_dicts_and_floats():
