@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -145,12 +146,13 @@ def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
     return rows
 
 
-def bench_provenance(argv, device, tf32):
-    """Where and how the benchmark ran: lstm_lab.provenance plus the kernels' switches.  Chapter 3."""
+def bench_provenance(argv, device, tf32, wall_seconds=None):
+    """Where and how the benchmark ran: lstm_lab.provenance plus the kernels' switches and, when given, the
+    benchmark's wall time in seconds.  Chapter 3."""
     record = provenance(["bench", *argv], device)
     settings = {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "TORCH_EXTENSIONS_", "OMP_", "MKL_"))}
     record.update(load_average=os.getloadavg(), mkldnn_enabled=torch.backends.mkldnn.is_available(),
-                  environment=settings)
+                  environment=settings, wall_seconds=wall_seconds)
     if device.type == "cuda":
         record.update(cudnn_version=torch.backends.cudnn.version(), tf32=tf32)
     return record
@@ -239,9 +241,11 @@ def main(argv=None):
         set_tf32(args.tf32)
     sizes = args.sizes or (["ptb-small", "zaremba-medium", "fastrnns"] if device.type == "cuda"
                            else ["ptb-small", "fastrnns"])
+    start = time.perf_counter()
     results = run_bench(sizes, device, args.repeats, args.warmup, compiled=not args.no_compile,
                         graphs=not args.no_graphs)
-    record = {"provenance": bench_provenance(argv, device, args.tf32), "results": results}
+    record = {"provenance": bench_provenance(argv, device, args.tf32, round(time.perf_counter() - start, 1)),
+              "results": results}
     for row in results_table(results):
         first = "" if row["first call s"] is None else f"  (first call {row['first call s']:.2f} s)"
         print(f"{row['sizes']:>14}  {row['rung']:>16}  {row['median ms']:9.2f} ms  {row['x nn.LSTM']:6.2f}x{first}",

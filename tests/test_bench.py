@@ -99,6 +99,7 @@ def test_main_writes_a_valid_json(tmp_path):
     check_record(record, ["tiny"])
     assert record["provenance"]["command"].startswith("python -m lstm_lab bench --json")
     assert record["provenance"]["threads"] == 1
+    assert 0 < record["provenance"]["wall_seconds"] < 600
     assert "compiled" not in record["results"]["tiny"]["rungs"]
 
 
