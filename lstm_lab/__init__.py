@@ -9,7 +9,7 @@ The package behind the LSTM Lab book.  Each module holds one concept (the chapte
     numpy_lstm  a numpy LSTM with a hand-written backward pass and a gradient checker       (2)
     reference   nn.LSTM as the ground truth: autograd gradients of a numpy problem          (2)
     gradflow    gradient norms through time: tanh RNN vs LSTM, forget-gate bias             (2)
-    ladder      eight LSTMs of increasing speed, each the same function as nn.LSTM          (3)
+    ladder      nine LSTMs of increasing speed, each the same function as nn.LSTM           (3)
     timing      fair timing (warm-up, synchronisation, interleaving) and small speed checks (3)
     bench       the speed-ladder benchmark and its command line                             (3)
     epoch_time  report 000's training loop, one fix at a time, and its epoch time projected (3)
