@@ -244,7 +244,7 @@ def main(argv=None):
     start = time.perf_counter()
     results = run_bench(sizes, device, args.repeats, args.warmup, compiled=not args.no_compile,
                         graphs=not args.no_graphs)
-    record = {"provenance": bench_provenance(argv, device, args.tf32, round(time.perf_counter() - start, 1)),
+    record = {"provenance": bench_provenance(argv, device, args.tf32, round(time.perf_counter() - start, 3)),
               "results": results}
     for row in results_table(results):
         first = "" if row["first call s"] is None else f"  (first call {row['first call s']:.2f} s)"

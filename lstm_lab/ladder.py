@@ -28,10 +28,12 @@ In the order chapter 3 builds them, roughly slowest first (measured there):
 import functools
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils import cpp_extension
 
 from lstm_lab.cells import cell_update
@@ -163,9 +165,9 @@ def parameter_gradients(das, x, h_prev, W_ih, matmul, input_grad=True):
     Chapter 2's sums over t (dW_ih += da_t^T x_t, ...) become one product each, after the loop.
     Returns (dx or None if not input_grad, dW_ih, dW_hh, db).  Chapter 3."""
     da = das.flatten(0, 1)  # (T*B, 4H)
-    # dW = da^T x is computed as (x^T da)^T: the transposes are views, so nothing is copied
-    dW_ih = matmul.linear(x.flatten(0, 1).t(), da.t()).t()  # (I, T*B) @ (T*B, 4H), transposed
-    dW_hh = matmul.linear(h_prev.flatten(0, 1).t(), da.t()).t()
+    da_T = da.t().contiguous()  # (4H, T*B), laid out once for both weight gradients
+    dW_ih = matmul.linear(da_T, x.flatten(0, 1).t())  # (4H, T*B) @ (T*B, I)
+    dW_hh = matmul.linear(da_T, h_prev.flatten(0, 1).t())
     db = da.sum(dim=0)  # b_ih and b_hh enter as a sum: both get the same gradient
     dx = matmul.linear(da, W_ih.t()).view_as(x) if input_grad else None
     return dx, dW_ih, dW_hh, db
@@ -203,6 +205,7 @@ class LSTMFunction(torch.autograd.Function):
         return hs, h, c
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: a second derivative raises, not lies
     def backward(ctx, dhs, dh_T, dc_T):
         x, h0, c0, W_ih, W_hh, hs, cs, acts = ctx.saved_tensors
         matmul = ctx.matmul
@@ -252,13 +255,16 @@ CPP_SOURCE = Path(__file__).parent / "csrc" / "lstm_cell.cpp"
 
 @functools.cache
 def cpp_cell():
-    """The C++ step kernels of csrc/lstm_cell.cpp, compiled on the first call (tens of seconds; torch keeps
-    the build in ~/.cache/torch_extensions, so later processes only load it).  Needs a C++ compiler and
-    ninja (`pip install ninja`).  Returns the module with `forward_step` and `backward_step`.  Chapter 3."""
+    """The C++ step kernels of csrc/lstm_cell.cpp, compiled on the first call (tens of seconds).  torch keeps
+    the build in its extensions folder ($TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions on
+    Linux), so later processes only load it.  The build is tuned for the CPU it runs on (-march=native on
+    x86): machines of different kinds that share a home folder should each set their own
+    $TORCH_EXTENSIONS_DIR.  Needs a C++ compiler and ninja (`pip install ninja`).  Returns the module with
+    `forward_step` and `backward_step`.  Chapter 3."""
     if os.name == "nt":
         flags = ["/O2", "/fp:fast"]
-    else:  # fast-math lets the compiler call a vectorised exp; compiled where it runs, so tune for this CPU
-        flags = ["-O3", "-ffast-math"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+    else:  # fast-math lets the compiler call a vectorised exp
+        flags = ["-O3", "-ffast-math"] + (["-march=native"] if platform.machine() == "x86_64" else [])
     try:
         return cpp_extension.load(name="lstm_lab_cell", sources=[str(CPP_SOURCE)], extra_cflags=flags)
     except (RuntimeError, OSError, ImportError) as error:
@@ -267,13 +273,21 @@ def cpp_cell():
             from error
 
 
+def cpp_available():
+    """Whether this machine has what `cpp_cell` needs, ninja and a C++ compiler on PATH (checked without
+    building anything).  Chapter 3."""
+    compiler = os.environ.get("CXX", "cl" if os.name == "nt" else "c++")  # the compiler torch's build uses
+    return shutil.which("ninja") is not None and shutil.which(compiler) is not None
+
+
 class CppLSTMFunction(torch.autograd.Function):
     """`LSTMFunction` with each step's elementwise work done by one C++ loop (`cpp_cell`), forward and
     backward; the matrix products stay in Python, done by `matmul` as in `LSTMFunction`.
 
     apply(x, h0, c0, W_ih, W_hh, b_ih, b_hh, matmul=TorchMatmul) -> (hs (T, B, H), h_T, c_T), float32 or
-    float64 on a CPU.  The backward step needs no precomputed factors: the C++ loop reads the saved gates,
-    cell states and tanh(c_t) and does all of chapter 2's step but the product.  Chapter 3."""
+    float64 on a CPU; h_T and c_T are views of the last step of hs and cs, as in `LSTMFunction`.  The
+    backward step needs no precomputed factors: the C++ loop reads the saved gates, cell states and
+    tanh(c_t) and does all of chapter 2's step but the product.  Chapter 3."""
 
     @staticmethod
     def forward(ctx, x, h0, c0, W_ih, W_hh, b_ih, b_hh, matmul=TorchMatmul):
@@ -292,6 +306,7 @@ class CppLSTMFunction(torch.autograd.Function):
         return hs, h, c
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: a second derivative raises, not lies
     def backward(ctx, dhs, dh_T, dc_T):
         x, h0, c0, W_ih, W_hh, hs, cs, acts, tanh_cs = ctx.saved_tensors
         matmul, cell = ctx.matmul, cpp_cell()
@@ -424,8 +439,8 @@ def rung(layer):
 def ladder(compiled=True, device="cpu"):
     """The rungs in order, slowest first: {name: rung}.  `compiled=False` leaves out torch.compile
     (its first call compiles for tens of seconds per seq_len on a small CPU).  The onednn rung is there
-    only on a CPU with oneDNN: elsewhere it would be the bptt rung again; the cpp rung only on a CPU.
-    Chapter 3."""
+    only on a CPU with oneDNN: elsewhere it would be the bptt rung again; the cpp rung only on a CPU with a
+    C++ compiler and ninja (its first call compiles it).  Chapter 3."""
     rungs = {"naive": rung(naive_layer), "fused": rung(fused_layer), "hoisted": rung(hoisted_layer),
              "bptt": rung(bptt_layer)}
     if compiled:
@@ -433,6 +448,7 @@ def ladder(compiled=True, device="cpu"):
     if torch.device(device).type == "cpu":
         if OneDNNMatmul.applies(torch.empty(0)):
             rungs["onednn"] = rung(onednn_layer)
-        rungs["cpp"] = rung(cpp_layer)  # compiled on its first call; the C++ loop reads CPU memory only
+        if cpp_available():  # the C++ loop reads CPU memory only, and needs a compiler (its first call builds it)
+            rungs["cpp"] = rung(cpp_layer)
     rungs.update({"aten": aten_lstm, "nn.LSTM": nn_lstm})
     return rungs

@@ -137,18 +137,42 @@ def test_rung_uses_onednn_in_float32_and_torch_in_float64(name):
 
 
 def test_cpp_rung_propagates_nan_and_inf_like_nn_lstm():
-    """The C++ loop is built with -ffast-math, which lets a compiler assume there are no NaNs or infinities:
-    a diverging model must still show NaN where nn.LSTM does, and saturate where nn.LSTM saturates."""
+    """The C++ loop is built with -ffast-math, which lets a compiler assume there are no NaNs or infinities
+    and guarantees nothing about them: check that a diverging model still shows NaN where nn.LSTM does, and
+    saturates where nn.LSTM saturates, in the outputs and in every gradient."""
     size = {"seq_len": 3, "batch_size": 4, "input_size": 2, "hidden_size": 5, "num_layers": 1}
     problem = make_problem(size, dtype=torch.float32)
     x = problem["x"].detach().clone()
     x[0, 0, 0], x[1, 1, 1], x[2, 2] = float("nan"), float("inf"), -1e30
-    lstm = problem["lstm"]
-    ours, (h, c) = rung(ladder_module.cpp_layer)(x, problem["h0"], problem["c0"], lstm_weights(lstm))
-    theirs, (h_ref, c_ref) = lstm(x, (problem["h0"], problem["c0"]))
-    assert ours.isnan().any()
-    for a, b in ((ours, theirs), (h, h_ref), (c, c_ref)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)
+    results = []
+    for run in (rung(ladder_module.cpp_layer), ladder_module.nn_lstm):
+        lstm = make_problem(size, dtype=torch.float32)["lstm"]  # same seed: the same weights for both
+        x_leaf = x.clone().requires_grad_()
+        out, (h, c) = run(x_leaf, problem["h0"], problem["c0"], lstm_weights(lstm))
+        (out * problem["dout"]).sum().backward()
+        results.append([out, h, c, x_leaf.grad] + [p.grad for p in lstm.parameters()])
+    assert results[0][0].isnan().any() and results[0][3].isnan().any()
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["bptt", "onednn", "cpp"])
+def test_hand_written_backward_refuses_a_second_derivative(name):
+    """Their backward passes are not recorded by autograd: differentiating them again must raise, not
+    silently return a wrong second derivative."""
+    problem = make_problem({"seq_len": 2, "batch_size": 2, "input_size": 3, "hidden_size": 4, "num_layers": 1},
+                           dtype=torch.float32)
+    out, _ = ladder(compiled=False)[name](problem["x"], problem["h0"], problem["c0"], lstm_weights(problem["lstm"]))
+    (dx,) = torch.autograd.grad(out.square().sum(), problem["x"], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        dx.sum().backward()
+
+
+def test_ladder_leaves_the_cpp_rung_out_without_a_compiler(monkeypatch):
+    assert ladder_module.cpp_available() and "cpp" in ladder(compiled=False)  # this machine has both
+    monkeypatch.setattr(ladder_module.shutil, "which", lambda name: None if name == "ninja" else "/usr/bin/" + name)
+    assert not ladder_module.cpp_available()
+    assert "cpp" not in ladder(compiled=False) and "onednn" in ladder(compiled=False)
 
 
 @pytest.mark.parametrize("name, bad, message", [
