@@ -165,9 +165,10 @@ def parameter_gradients(das, x, h_prev, W_ih, matmul, input_grad=True):
     Chapter 2's sums over t (dW_ih += da_t^T x_t, ...) become one product each, after the loop.
     Returns (dx or None if not input_grad, dW_ih, dW_hh, db).  Chapter 3."""
     da = das.flatten(0, 1)  # (T*B, 4H)
-    da_T = da.t().contiguous()  # (4H, T*B), laid out once for both weight gradients
-    dW_ih = matmul.linear(da_T, x.flatten(0, 1).t())  # (4H, T*B) @ (T*B, I)
-    dW_hh = matmul.linear(da_T, h_prev.flatten(0, 1).t())
+    # dW = da^T x computed as (x^T da)^T with the transposes passed as views, so any copy the product needs
+    # is made by the library; measured a few percent faster for the cpp rung than copying da^T ourselves
+    dW_ih = matmul.linear(x.flatten(0, 1).t(), da.t()).t()  # (I, T*B) @ (T*B, 4H), transposed
+    dW_hh = matmul.linear(h_prev.flatten(0, 1).t(), da.t()).t()
     db = da.sum(dim=0)  # b_ih and b_hh enter as a sum: both get the same gradient
     dx = matmul.linear(da, W_ih.t()).view_as(x) if input_grad else None
     return dx, dW_ih, dW_hh, db
