@@ -254,6 +254,16 @@ def onednn_layer(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
 CPP_SOURCE = Path(__file__).parent / "csrc" / "lstm_cell.cpp"
 
 
+def cpp_flags(fast_math=True):
+    """The compiler flags `cpp_cell` builds with: optimised, tuned for this CPU on x86 (-march=native), and
+    with fast-math, which lets the compiler call a vectorised exp.  fast_math=False leaves that out (chapter
+    3's exercise 5 builds the same file both ways).  Chapter 3."""
+    if os.name == "nt":  # Microsoft's compiler
+        return ["/O2"] + (["/fp:fast"] if fast_math else [])
+    native = ["-march=native"] if platform.machine() == "x86_64" else []
+    return ["-O3"] + (["-ffast-math"] if fast_math else []) + native
+
+
 @functools.cache
 def cpp_cell():
     """The C++ step kernels of csrc/lstm_cell.cpp, compiled on the first call (tens of seconds).  torch keeps
@@ -262,12 +272,8 @@ def cpp_cell():
     x86): machines of different kinds that share a home folder should each set their own
     $TORCH_EXTENSIONS_DIR.  Needs a C++ compiler and ninja (`pip install ninja`).  Returns the module with
     `forward_step` and `backward_step`.  Chapter 3."""
-    if os.name == "nt":
-        flags = ["/O2", "/fp:fast"]
-    else:  # fast-math lets the compiler call a vectorised exp
-        flags = ["-O3", "-ffast-math"] + (["-march=native"] if platform.machine() == "x86_64" else [])
     try:
-        return cpp_extension.load(name="lstm_lab_cell", sources=[str(CPP_SOURCE)], extra_cflags=flags)
+        return cpp_extension.load(name="lstm_lab_cell", sources=[str(CPP_SOURCE)], extra_cflags=cpp_flags())
     except (RuntimeError, OSError, ImportError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"the cpp rung needs a C++ compiler and ninja to build {CPP_SOURCE.name}: {message}") \

@@ -215,3 +215,9 @@ def test_onednn_products_give_the_gradients_of_torch_products():
         results.append([hs, h, c] + [leaf.grad for leaf in leaves])
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_cpp_flags_differ_only_in_fast_math():
+    fast, plain = ladder_module.cpp_flags(), ladder_module.cpp_flags(fast_math=False)
+    assert set(fast) - set(plain) == {"/fp:fast" if ladder_module.os.name == "nt" else "-ffast-math"}
+    assert set(plain) < set(fast)
