@@ -22,7 +22,7 @@ import torch
 
 from lstm_lab.ladder import ladder, lstm_weights, make_problem
 from lstm_lab.provenance import provenance
-from lstm_lab.runtime import pick_device
+from lstm_lab.runtime import capture_cuda_graph, pick_device
 from lstm_lab.timing import interleaved_times, summarize, time_call
 
 SIZES = {  # named size sets; keys follow the book's glossary
@@ -54,35 +54,16 @@ def set_tf32(enabled):
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-def cuda_graphed(fn, warmup=3):
-    """Capture fn() -- here a whole forward + backward -- in a CUDA graph; returns the graph's replay.
-
-    A replay launches every kernel of the captured call at once, so the CPU's per-operator cost (Python,
-    dispatch, one launch per kernel) is paid once at capture instead of on every call.  The shapes and the
-    tensors read and written are frozen: replays compute on whatever the captured inputs hold then, and write
-    the gradients into the same tensors.  fn runs `warmup` times on a side stream first, as PyTorch's CUDA graph
-    notes ask (lazy initialisation, compilation).  Chapter 7."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def graphed_candidates(candidates, names=GRAPHED):
-    """{name + " + graph": replay} for each of `names` in candidates, each captured with `cuda_graphed`.
+    """{name + " + graph": replay} for each of `names` in candidates, each captured in a CUDA graph
+    (`lstm_lab.runtime.capture_cuda_graph`) and replayed.
 
-    A capture that fails is reported and left out.  Chapter 7."""
+    A capture that fails is reported and left out.  Chapter 3 (the GPU ladder)."""
     graphed = {}
     for name in names:
         if name in candidates:
             try:
-                graphed[f"{name} + graph"] = cuda_graphed(candidates[name])
+                graphed[f"{name} + graph"] = capture_cuda_graph(candidates[name]).replay
             except Exception as error:  # noqa: BLE001 -- report, keep the other rungs
                 print(f"warning: CUDA graph of {name!r} failed: {type(error).__name__}: {error}".splitlines()[0],
                       file=sys.stderr)

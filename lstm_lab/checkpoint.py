@@ -1,22 +1,32 @@
 """Checkpoints: plain dicts of tensors and numbers, written atomically, read back with `weights_only=True`.
 
-A checkpoint holds the model's state_dict, both configs (as dicts), the run state (epoch, learning rate, best
-validation loss, history), the optimizer's state, the GradScaler's (float16 mixed precision) and every random
-generator's state, so a resumed run continues exactly where it stopped.  It also names the epoch whose weights
-`best.pt` holds and the sha256 of the vocabulary it was trained with.  Beside it, `config.json` says in plain
-text what was trained.  Introduced in chapter 6.
+One format for every model the book trains.  A checkpoint holds
+
+    kind          which model it is: "lm" (`train`), "poems" (`poems train`) or "dates" (`dates train`)
+    state_dict    the model's weights
+    config        the run's configs as dicts, by name ({"model": ..., "train": ...} for the language model)
+    optimizer     the optimizer's state; scaler: the GradScaler's (float16 mixed precision), or None
+    rng           every random generator's state (Python, numpy, torch CPU and CUDA)
+    epoch, lr, best_valid, bad_epochs, history    where the run stands (`lstm_lab.train.new_run_state`)
+    best_epoch    the epoch whose weights `best.pt` holds (0: none yet)
+    vocab_sha256  the sha256 of the vocabulary it was trained with (vocab.json beside it)
+    data_sha256   the sha256 of the text files it read (None where the data is generated or pinned elsewhere)
+
+so a resumed run continues exactly where it stopped, and the same run resumed or not gives the same numbers.
+Beside it, `config.json` says in plain text what was trained.  Introduced in chapter 6.
 """
+import hashlib
 import json
 import random
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lstm_lab.config import ModelConfig, TrainConfig, config_from_dict
-from lstm_lab.data import write_atomically
+from lstm_lab.config import config_from_dict
+from lstm_lab.files import write_atomically
 from lstm_lab.train import best_epoch
 
 
@@ -55,45 +65,46 @@ def atomic_write_json(obj, path):
     return write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-def save_checkpoint(path, model, optimizer, model_config, train_config, run_state, vocab=None, scaler=None):
+def tokens_sha256(tokens):
+    """Hex sha256 of a vocabulary as JSON (a list of tokens, or a dict of such lists): names the vocabulary a
+    checkpoint was trained with.  For a list it equals `lstm_lab.corpus.Vocab.sha256`."""
+    return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def save_checkpoint(path, model, optimizer, configs, run_state, kind="lm", vocab_sha256=None, scaler=None,
+                    data_sha256=None):
     """Save everything needed to resume, atomically, plus a readable config.json in the same folder.
 
-    vocab: the `Vocab` trained with; its sha256 is stored so a run's vocab.json can be checked against it.
-    scaler: the GradScaler of a float16 mixed-precision run (its scale goes on from where it was; chapter 7).
-    model: the model itself, never a DistributedDataParallel wrapper (whose keys start with "module.").
-    Introduced in chapter 6."""
-    configs = {"model": asdict(model_config), "train": asdict(train_config)}
-    checkpoint = {"state_dict": model.state_dict(), "config": configs,
+    configs: {name: config dataclass}, e.g. {"model": ModelConfig, "train": TrainConfig}.  vocab_sha256: of the
+    vocabulary trained with, so a run's vocab.json can be checked against it.  scaler: the GradScaler of a
+    float16 mixed-precision run (its scale goes on from where it was; chapter 7).  data_sha256: of the text files
+    the run reads (a resumed run checks they did not change).  model: the model itself,
+    never a DistributedDataParallel wrapper (whose keys start with "module.").  Introduced in chapter 6."""
+    configs = {name: asdict(config) for name, config in configs.items()}
+    checkpoint = {"kind": kind, "state_dict": model.state_dict(), "config": configs,
                   "optimizer": optimizer.state_dict() if optimizer is not None else None,
                   "epoch": run_state["epoch"], "lr": run_state["lr"],
-                  "best_valid_nll": run_state["best_valid_nll"], "bad_epochs": run_state["bad_epochs"],
+                  "best_valid": run_state["best_valid"], "bad_epochs": run_state["bad_epochs"],
                   "history": run_state["history"], "rng": rng_state(),
                   "best_epoch": best_epoch(run_state["history"]),  # the epoch best.pt holds (0: none yet)
-                  "vocab_sha256": vocab.sha256() if vocab is not None else None,
+                  "vocab_sha256": vocab_sha256, "data_sha256": data_sha256,
                   "scaler": scaler.state_dict() if scaler is not None else None}
     atomic_save(checkpoint, path)
     atomic_write_json(configs, Path(path).parent / "config.json")
 
 
-def config_differences(saved, requested):
-    """"field: saved X, requested Y" for every field in which two configs of the same class differ."""
+def save_best(path, state_dict, configs, epoch):
+    """Save a run's best weights so far (best.pt): the state_dict, the configs and the epoch they are from."""
+    configs = {name: asdict(config) for name, config in configs.items()}
+    atomic_save({"state_dict": state_dict, "config": configs, "epoch": epoch}, path)
+
+
+def config_differences(saved, requested, ignore=()):
+    """"field: saved X, requested Y" for every field in which two configs of the same class differ, but for the
+    fields named in `ignore`."""
     saved, requested = asdict(saved), asdict(requested)
-    return [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in requested.items() if saved[k] != v]
-
-
-class SettingsMismatch(ValueError):
-    """--resume with other options than the run was started with (the message names the fields)."""
-
-
-def settings_mismatch(out, differences):
-    """The one-line message for a --resume whose options differ from the run's (`config_differences`)."""
-    return (f"{out} was trained with other settings ({'; '.join(differences)}): resume with the options it was "
-            "started with (see \"command\" in its results.json); only --epochs may change")
-
-
-def save_best(path, state_dict, model_config, epoch):
-    """Save a run's best weights so far (best.pt): the state_dict, the model config and the epoch they are from."""
-    atomic_save({"state_dict": state_dict, "config": {"model": asdict(model_config)}, "epoch": epoch}, path)
+    return [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in requested.items()
+            if k not in ignore and saved[k] != v]
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -120,30 +131,42 @@ def damage(path, error):
     return f"the file is truncated or not a checkpoint ({type(error).__name__})"
 
 
-def checkpoint_configs(checkpoint):
-    """(ModelConfig, TrainConfig) stored in a checkpoint."""
-    return (config_from_dict(ModelConfig, checkpoint["config"]["model"]),
-            config_from_dict(TrainConfig, checkpoint["config"]["train"]))
+def checkpoint_kind(checkpoint):
+    """Which model a checkpoint holds: "lm", "poems" or "dates"."""
+    return checkpoint.get("kind", "lm")
+
+
+def checkpoint_configs(checkpoint, classes):
+    """{name: config} of a checkpoint, rebuilt as the dataclasses `classes` ({name: class}) name."""
+    return {name: config_from_dict(cls, checkpoint["config"][name]) for name, cls in classes.items()}
 
 
 def load_model_state(model, checkpoint):
     """Load a checkpoint's weights into `model`; a model of another shape raises ValueError naming the fields.
 
-    The `rnn` field may differ: lstm_lab.LSTM and nn.LSTM share parameter names and shapes."""
-    saved, current = checkpoint["config"]["model"], asdict(model.config)
-    differ = {k: (saved.get(k), v) for k, v in current.items() if k != "rnn" and saved.get(k) != v}
-    if differ:
-        details = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in differ.items())
-        raise ValueError(f"checkpoint does not fit this model ({details})")
+    A model with a `config` (a `LanguageModel`) is compared field by field with the checkpoint's "model" config;
+    its `rnn` field may differ: lstm_lab.LSTM and nn.LSTM share parameter names and shapes."""
+    if hasattr(model, "config") and "model" in checkpoint["config"]:
+        saved, current = checkpoint["config"]["model"], asdict(model.config)
+        differ = {k: (saved.get(k), v) for k, v in current.items() if k != "rnn" and saved.get(k) != v}
+        if differ:
+            details = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(f"checkpoint does not fit this model ({details})")
     model.load_state_dict(checkpoint["state_dict"])
     return model
 
 
 def checkpoint_best_epoch(checkpoint):
     """The epoch whose weights best.pt must hold, by the checkpoint's record (0: no epoch improved yet)."""
-    return checkpoint.get("best_epoch", best_epoch(checkpoint["history"]))  # older checkpoints: from the history
+    return checkpoint["best_epoch"]
 
 
 def run_state_of(checkpoint):
-    """The run state to pass to `train` to resume from a checkpoint."""
-    return {k: checkpoint[k] for k in ("epoch", "lr", "best_valid_nll", "bad_epochs", "history")}
+    """The run state to pass to `lstm_lab.train.fit` to resume from a checkpoint."""
+    return {k: checkpoint[k] for k in ("epoch", "lr", "best_valid", "bad_epochs", "history")}
+
+
+def with_epochs(config, epochs):
+    """`config` with its `epochs` field set to `epochs` (a config without that field is returned as it is)."""
+    names = {f.name for f in fields(config)}
+    return config.__class__(**{**asdict(config), "epochs": epochs}) if "epochs" in names else config

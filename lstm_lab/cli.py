@@ -1,6 +1,8 @@
 """The command line: `python -m lstm_lab train | evaluate | generate | poems | dates | bench`, and nothing else.
 
     python -m lstm_lab train --preset zaremba-small --rnn lab --out runs/small-lab [--resume] [--epochs N] [--amp]
+    python -m lstm_lab train --preset zaremba-small --corpus wikitext-2 --out runs/wt2-small
+    python -m lstm_lab train --preset smoke --text-file my_text.txt --level char --out runs/mine
     torchrun --nproc_per_node 2 -m lstm_lab train --preset zaremba-small --out runs/small-ddp   (DDP, chapter 7)
     python -m lstm_lab evaluate --out runs/small-lab [--split test --batch-size 1]
     python -m lstm_lab generate --out runs/small-lab --prompt "the market" --steps 30 --temperature 0.8 --top-k 40
@@ -24,24 +26,23 @@ from pathlib import Path
 import torch
 
 from lstm_lab import bench
-from lstm_lab.checkpoint import CheckpointError, SettingsMismatch, atomic_write_json
-from lstm_lab.config import PRESETS, RNN_CHOICES, preset
-from lstm_lab.corpus import load_corpus
-from lstm_lab.data import ChecksumError, DataNotFoundError, remove_stale_parts
+from lstm_lab.checkpoint import CheckpointError
+from lstm_lab.config import LEVEL_CHOICES, PRESETS, RNN_CHOICES, preset
+from lstm_lab.corpus import EOS, load_corpus
+from lstm_lab.data import ChecksumError, DataNotFoundError
 from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device, start_process_group,
-                                  stop_process_group, world_from_env, wrap)
+                                  stop_process_group, world_from_env)
 from lstm_lab.generate import generate
 from lstm_lab.init import INIT_SCHEMES
-from lstm_lab.model import LanguageModel, count_parameters
-from lstm_lab.runs import (DAMAGED_CHECKPOINT_FIX, LOCK_FILE, RunError, RunRecorder, check_out_dir, check_vocab,
-                           load_run, read_checkpoint, resume_from, resumed_configs, run_lock)
+from lstm_lab.lm_train import LanguageModelTask, evaluate, load_lm_run
 from lstm_lab.poems import generate_poem
-from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, load_poems_model, train_poems
-from lstm_lab.runtime import amp_dtype, check_device, grad_scaler, pick_device, seed_everything
+from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, PoemsTask, load_poems_model
+from lstm_lab.runs import RunError, train_in_folder, train_run
+from lstm_lab.runtime import amp_dtype, check_device, pick_device
 from lstm_lab.seq2seq import SCORES
-from lstm_lab.seq2seq_train import DatesConfig, is_real_date, load_dates_model, train_dates, translate_dates
-from lstm_lab.train import evaluate, new_run_state, train
+from lstm_lab.seq2seq_train import DatesConfig, DatesTask, is_real_date, load_dates_model, translate_dates
 
+LM_CORPORA = ("ptb", "wikitext-2", "tinyshakespeare")  # the registered corpora `train --corpus` reads
 MAX_SEED = 2**32 - 1  # numpy accepts seeds from 0 to 2**32 - 1
 MAX_LAYERS = 8  # --num-layers: more than any study in the book uses; a larger value is more likely a typo
 MAX_WIDTH = 8192  # --hidden-size and --embed-size
@@ -148,6 +149,13 @@ def existing_folder(text):
     return text
 
 
+def text_path(text):
+    """argparse type: a file or folder that exists, as an absolute path (a resumed run finds it from anywhere)."""
+    if not text or not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist: expected a text file or a folder of .txt files")
+    return str(Path(text).resolve())
+
+
 def add_common(parser):
     """Options every subcommand that runs a model takes."""
     parser.add_argument("--device", type=device_name, default=None,
@@ -172,6 +180,16 @@ def build_parser():
                                 metavar="{train,evaluate,generate,poems,dates,bench}")
     train = sub.add_parser("train", help="train a preset, checkpointing every epoch")
     train.add_argument("--preset", required=True, choices=list(PRESETS), help="named configuration")
+    text = train.add_mutually_exclusive_group()
+    text.add_argument("--corpus", choices=LM_CORPORA, default=None,
+                      help="the corpus to train on (default: the preset's, ptb)")
+    text.add_argument("--text-file", type=text_path, default=None,
+                      help="train on your own text: a file (split by lines 90/5/5 into train/valid/test), or a folder "
+                           "of .txt files (joined), or a folder with train.txt, valid.txt and test.txt")
+    train.add_argument("--level", choices=LEVEL_CHOICES, default=None,
+                       help="word: words and <eos> per line (default); char: every character")
+    train.add_argument("--max-vocab", type=int_in(2, 10_000_000), default=None,
+                       help="keep the N most frequent training tokens, <unk> included (default: all)")
     train.add_argument("--rnn", choices=RNN_CHOICES, default="lab", help="lab: lstm_lab.LSTM, torch: nn.LSTM")
     train.add_argument("--out", required=True, help="run folder for checkpoint.pt, best.pt, config.json")
     train.add_argument("--resume", action="store_true",
@@ -206,8 +224,9 @@ def build_parser():
     add_common(evaluate)
     generate = sub.add_parser("generate", help="sample text from a trained run")
     generate.add_argument("--out", required=True, help="run folder written by train")
-    generate.add_argument("--prompt", type=prompt_text, default="<eos>",
-                          help="space-separated start tokens (default: <eos>)")
+    generate.add_argument("--prompt", type=prompt_text, default=None,
+                          help="space-separated start tokens, or the start text of a character-level run "
+                               "(default: a line break, <eos>)")
     generate.add_argument("--steps", type=positive_int, default=40)
     generate.add_argument("--temperature", type=positive_float, default=1.0)
     generate.add_argument("--top-k", type=positive_int, default=None)
@@ -302,13 +321,14 @@ def main(argv=None):
         return commands[args.command](args, argv) or 0
     except UsageError as error:
         parser.error(str(error))
-    except (RunError, CheckpointError, DataNotFoundError, ChecksumError, SettingsMismatch) as error:
+    except (RunError, CheckpointError, DataNotFoundError, ChecksumError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
 def requested_configs(args):
     """(ModelConfig, TrainConfig) of --preset with the command line's overrides (vocab_size: the preset's)."""
-    overrides = {"rnn": args.rnn, "epochs": args.epochs, "max_batches": args.max_batches, "seed": args.seed,
+    overrides = {"corpus": args.text_file or args.corpus, "level": args.level, "max_vocab": args.max_vocab,
+                 "rnn": args.rnn, "epochs": args.epochs, "max_batches": args.max_batches, "seed": args.seed,
                  "tie_weights": True if args.tie_weights else None, "num_layers": args.num_layers,
                  "hidden_size": args.hidden_size, "embed_size": args.embed_size, "dropout": args.dropout,
                  "lr": args.lr, "tie_layers": True if args.tie_layers else None, "batch_size": args.batch_size,
@@ -329,7 +349,8 @@ def train_command(args, argv):
     out = Path(args.out)
     if world.world_size > 1:
         return train_distributed(args, argv, out, world)
-    return train_in_folder(out, args.resume, lambda has_run: train_run(args, argv, out, has_run))
+    train_in_folder(out, args.resume, lambda has_run: train_lm(args, argv, out, has_run))
+    return 0
 
 
 def check_train_options(args, world):
@@ -363,7 +384,8 @@ def train_distributed(args, argv, out, world):
         has_run = from_rank0(None)  # or the RunError that stopped rank 0 from taking the run folder
         if isinstance(has_run, RunError):
             raise has_run
-        return train_run(args, argv, out, has_run, world)
+        train_lm(args, argv, out, has_run, world)
+        return 0
     finally:
         stop_process_group()
 
@@ -375,49 +397,24 @@ def lead_ranks(args, argv, out, world):
 
     def run(has_run):
         told.append(from_rank0(has_run))  # rank 0 holds the lock now
-        return train_run(args, argv, out, has_run, world)
+        return train_lm(args, argv, out, has_run, world)
     try:
-        return train_in_folder(out, args.resume, run)
+        train_in_folder(out, args.resume, run)
+        return 0
     except RunError as error:
         if not told:
             from_rank0(error)
         raise
 
 
-def train_run(args, argv, out, has_run, world=SINGLE):
-    """Train the run in `out` (rank 0 holding its lock): build or resume it, train the epochs left, test it.
-
-    Under torchrun every rank builds the same model and loads the same checkpoint; only rank 0 records."""
-    device, leader = args.device, world.rank == 0
+def train_lm(args, argv, out, has_run, world=SINGLE):
+    """Train the language model run in `out` (rank 0 holding its lock) with `lstm_lab.runs.train_run`: build or
+    resume it, train the epochs left, test it.  Under torchrun every rank builds the same model and loads the
+    same checkpoint; only rank 0 records.  Returns the results (None on the other ranks)."""
     model_config, train_config = requested_configs(args)
-    checkpoint = read_checkpoint(out / "checkpoint.pt", device, DAMAGED_CHECKPOINT_FIX) if has_run else None
-    if checkpoint is not None:
-        model_config, train_config = resumed_configs(out, checkpoint, model_config, train_config, args.epochs)
-    progress = leader and not args.no_progress
-    corpus = load_corpus(train_config.corpus, data_dir=args.data_dir, progress=progress)
-    model_config = replace(model_config, vocab_size=len(corpus.vocab))
-    seed_everything(train_config.seed)
-    model = LanguageModel(model_config).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr)
-    scaler = grad_scaler(train_config.amp, device)  # None unless float16
-    if checkpoint is None:
-        run_state = new_run_state(train_config)
-    else:
-        check_vocab(out, checkpoint, corpus.vocab, f"the vocabulary of corpus {train_config.corpus}")
-        run_state = resume_from(out, model, optimizer, checkpoint, scaler, leader)
-    recorder = None
-    if leader:
-        atomic_write_json(corpus.vocab.itos, out / "vocab.json")
-        recorder = RunRecorder(args, argv, device, model_config, train_config, count_parameters(model),
-                               run_state["epoch"] + 1, corpus.vocab, scaler, world)
-    data = {"train": corpus.splits["train"], "valid": corpus.splits["valid"]}
-    train(wrap(model, device, world, train_config.seed), data, train_config, device, run_state, optimizer,
-          recorder.epoch_done if leader else None, progress, args.cuda_graphs, scaler, world)
-    if run_state["epoch"] == 0:
-        return 1
-    if leader:
-        recorder.finish(model, corpus, run_state)
-    return 0
+    return train_run(LanguageModelTask, {"model": model_config, "train": train_config}, out, has_run, args.device,
+                     argv, args.results, args.epochs, world.rank == 0 and not args.no_progress, world,
+                     data_dir=args.data_dir, graphed=args.cuda_graphs, preset=args.preset)
 
 
 def check_batch_size(batch_size, tokens, split):
@@ -430,8 +427,9 @@ def check_batch_size(batch_size, tokens, split):
 
 def evaluate_command(args, argv):
     """`evaluate`: perplexity of a run's model (last or best epoch) on a split."""
-    model, vocab, train_config = load_run(args.out, args.device, args.weights)
-    corpus = load_corpus(train_config.corpus, data_dir=args.data_dir, progress=False)
+    model, vocab, train_config = load_lm_run(args.out, args.device, args.weights)
+    corpus = load_corpus(train_config.corpus, train_config.level, args.data_dir, progress=False,
+                         max_vocab=train_config.max_vocab or None)
     if corpus.vocab.itos != vocab.itos:
         raise RunError(f"the vocabulary in {args.out} does not match corpus {train_config.corpus}")
     check_batch_size(args.batch_size, corpus.splits[args.split], args.split)
@@ -443,43 +441,26 @@ def evaluate_command(args, argv):
 
 def generate_command(args, argv):
     """`generate`: sample text from a run's model (last or best epoch)."""
-    model, vocab, _ = load_run(args.out, args.device, args.weights)
+    model, vocab, train_config = load_lm_run(args.out, args.device, args.weights)
     if args.top_k is not None and args.top_k > len(vocab):
         raise UsageError(f"--top-k {args.top_k} is larger than the vocabulary of {args.out}: expected 1 to "
                          f"{len(vocab):,}")
-    prompt = args.prompt.split()
+    char_level = train_config.level == "char"
+    text = args.prompt or ("\n" if char_level else EOS)
+    prompt = list(text) if char_level else text.split()  # the prompt's tokens
     unknown = [t for t in prompt if t not in vocab.stoi]
     if unknown:
         raise UsageError(f"prompt token(s) {unknown} not in the vocabulary of {len(vocab):,} tokens")
     generator = torch.Generator().manual_seed(args.seed)
-    words = generate(model, vocab, prompt, args.steps, args.temperature, args.top_k, generator)
-    print(" ".join(prompt + words))
+    tokens = generate(model, vocab, prompt, args.steps, args.temperature, args.top_k, generator)
+    print(("" if char_level else " ").join(prompt + tokens))
     return 0
-
-
-def train_in_folder(out, resume, run):
-    """run(has_run) a training that writes checkpoint.pt into `out`, holding the folder's lock the whole time:
-    `check_out_dir` says whether there is a run to resume (a --resume in a folder whose run was killed before
-    its first checkpoint starts afresh), and .part files of a killed run are removed first.  Every `train`
-    subcommand (language model, poems, dates) goes through here."""
-    started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
-    with run_lock(out):
-        has_run = check_out_dir(out, resume, started)
-        remove_stale_parts(out)
-        return run(has_run)
-
-
-def require_checkpoint(out, command):
-    """Raise RunError unless `out` holds a checkpoint.pt written by `python -m lstm_lab COMMAND train`."""
-    if not (out / "checkpoint.pt").is_file():
-        raise RunError(f"{out} holds no checkpoint.pt: train one with `python -m lstm_lab {command} train --out {out}`")
 
 
 def poems_command(args, argv):
     """`poems train`: train or resume a poem model; `poems generate`: one poem of a form."""
     out = Path(args.out)
     if args.poems_command == "generate":
-        require_checkpoint(out, "poems")
         model, vocab = load_poems_model(out, args.device)
         try:
             print(generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
@@ -495,11 +476,9 @@ def poems_command(args, argv):
         config = PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:
         raise UsageError(str(error)) from None
-    results = train_in_folder(out, args.resume,
-                              lambda has_run: train_poems(config, out, args.device, has_run, argv, args.data_dir))
-    if args.results:
-        atomic_write_json(results, Path(args.results))
-    print(f"test perplexity per character {results['test_ppl']:.2f} (best validation epoch {results['best_epoch']})")
+    results = train_in_folder(out, args.resume, lambda has_run: train_run(
+        PoemsTask, {"poems": config}, out, has_run, args.device, argv, args.results, args.epochs,
+        data_dir=args.data_dir))
     for sample in results["samples"]:
         settings = ", ".join(f"{k} {v}" for k, v in sample.items() if k != "poem")
         print(f"{sample['poem']}  ({settings})")
@@ -510,7 +489,6 @@ def dates_command(args, argv):
     """`dates train`: train or resume a date translator; `dates translate`: one ISO date per input line."""
     out = Path(args.out)
     if args.dates_command == "translate":
-        require_checkpoint(out, "dates")
         model, src_vocab, tgt_vocab = load_dates_model(out, args.device)
         texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
         try:
@@ -523,9 +501,6 @@ def dates_command(args, argv):
     overrides = {"score": args.score, "input_feeding": not args.no_input_feeding, "epochs": args.epochs,
                  "train_size": args.train_size, "seed": args.seed}
     config = DatesConfig(**{k: v for k, v in overrides.items() if v is not None})
-    results = train_in_folder(out, args.resume, lambda has_run: train_dates(config, out, args.device, has_run, argv))
-    if args.results:
-        atomic_write_json(results, Path(args.results))
-    print(f"test exact match {results['test']['exact']:.4f}, unseen formats {results['unseen']['exact']:.4f}, "
-          f"{results['train_seconds']:.0f} s of training")
+    train_in_folder(out, args.resume, lambda has_run: train_run(
+        DatesTask, {"dates": config}, out, has_run, args.device, argv, args.results, args.epochs))
     return 0

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from lstm_lab.cells import GATES, cell_update
 from lstm_lab.corpus import bptt_windows
 from lstm_lab.lstm import LSTM
-from lstm_lab.train import graph_size
+from lstm_lab.lm_train import graph_size
 
 
 class StudentLSTM(nn.Module):

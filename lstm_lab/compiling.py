@@ -10,8 +10,9 @@ plain integer).  Past `torch._dynamo.config.recompile_limit` compilations of one
 runs that function eagerly for any new shape.
 
     counts = count_compilations(LSTM(8, 16), lengths=[35, 35, 20, 35])   # [1, 1, 2, 2]
+    counts = count_compilations(lstm_layer, [35, 20], ladder.layer_inputs(), dynamic=False)   # one layer
 
-Introduced in chapter 7.
+Introduced in chapter 3 (one layer function); chapter 7 counts whole modules.
 """
 import logging
 
@@ -38,15 +39,23 @@ def compile_counting(fn, **compile_kwargs):
     return torch.compile(fn, backend=counting_backend(counter), **compile_kwargs), counter
 
 
-def count_compilations(module, lengths, batch_size=4, mark_dynamic=False, **compile_kwargs):
-    """Call torch.compile(module) on inputs of each length in turn; returns the graphs compiled so far after
+def sequence_inputs(input_size, batch_size=4):
+    """make_inputs for `count_compilations` when the compiled function is an LSTM module: T -> (x,), x a random
+    (T, batch_size, input_size) input.  Chapter 7."""
+    return lambda T: (torch.randn(T, batch_size, input_size),)
+
+
+def count_compilations(fn, lengths, make_inputs=None, mark_dynamic=False, **compile_kwargs):
+    """Call torch.compile(fn) on inputs of each sequence length in turn; returns the graphs compiled so far after
     each call (a list as long as `lengths`).
 
-    module takes (T, B, module.input_size) input.  mark_dynamic=True marks the time dimension of every input
-    as dynamic (`torch._dynamo.mark_dynamic`), which raises if the code specialises on T.  compile_kwargs go
-    to torch.compile (e.g. dynamic=False).  Dynamo's caches are reset first, so counts start from zero, and its
-    log lines are held back while it runs."""
-    compiled, counter = compile_counting(module, **compile_kwargs)
+    make_inputs(T) -> the tuple of arguments of one call, its first a (T, ...) sequence; by default
+    `sequence_inputs(fn.input_size)`, for an LSTM module.  mark_dynamic=True marks the time dimension of that
+    first argument as dynamic (`torch._dynamo.mark_dynamic`), which raises if the code specialises on T.
+    compile_kwargs go to torch.compile (e.g. dynamic=False).  Dynamo's caches are reset first, so counts start
+    from zero, and its log lines are held back while it runs.  Chapters 3 and 7."""
+    make_inputs = make_inputs or sequence_inputs(fn.input_size)
+    compiled, counter = compile_counting(fn, **compile_kwargs)
     counts = []
     loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [logger.level for logger in loggers]
@@ -54,10 +63,10 @@ def count_compilations(module, lengths, batch_size=4, mark_dynamic=False, **comp
         logger.setLevel(logging.CRITICAL)
     try:
         for T in lengths:
-            x = torch.randn(T, batch_size, module.input_size)
+            inputs = make_inputs(T)
             if mark_dynamic:
-                torch._dynamo.mark_dynamic(x, 0)
-            compiled(x)
+                torch._dynamo.mark_dynamic(inputs[0], 0)  # dimension 0 is time
+            compiled(*inputs)
             counts.append(counter["graphs"])
     finally:
         for logger, level in zip(loggers, levels):

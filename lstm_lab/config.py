@@ -10,6 +10,7 @@ from typing import Optional
 
 RNN_CHOICES = ("lab", "torch")  # lstm_lab.LSTM (this book's) or torch.nn.LSTM (cuDNN on a GPU)
 SCHEDULE_CHOICES = ("zaremba", "plateau", "constant")
+LEVEL_CHOICES = ("word", "char")
 AMP_CHOICES = ("bfloat16", "float16")  # the low precision of mixed-precision training (None: all float32)
 
 
@@ -42,7 +43,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """How a `LanguageModel` is trained.  Introduced in chapter 6."""
-    corpus: str = "ptb"  # a name in lstm_lab.data.CORPORA
+    corpus: str = "ptb"  # a name in lstm_lab.data.CORPORA, or the path of your own text file or folder
+    level: str = "word"  # tokens: "word" (words, <eos> after each line) or "char" (every character)
+    max_vocab: int = 0  # keep the most frequent training tokens only, <unk> for the rest; 0 = all
     batch_size: int = 20  # B, parallel streams the training text is cut into
     seq_len: int = 20  # T, time steps per truncated-BPTT window ("unroll")
     eval_batch_size: int = 20  # streams for the per-epoch validation pass (TensorFlow's ptb_word_lm: 20)
@@ -61,6 +64,9 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        check_choice("level", self.level, LEVEL_CHOICES)
+        if self.max_vocab == 1 or self.max_vocab < 0:
+            raise ValueError(f"max_vocab must be 0 (all) or at least 2 (a token and <unk>), got {self.max_vocab}")
         if self.amp is not None:
             check_choice("amp", self.amp, AMP_CHOICES)
         if min(self.batch_size, self.seq_len, self.eval_batch_size, self.test_batch_size, self.epochs) < 1:

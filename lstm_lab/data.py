@@ -13,18 +13,13 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
-
-try:
-    import fcntl  # file locks (Linux, macOS); Windows has no fcntl, and there nothing is locked
-except ImportError:
-    fcntl = None
 
 from tqdm.auto import tqdm
 
 from lstm_lab.config import check_choice
+from lstm_lab.files import sha256_of, write_atomically
 from lstm_lab.manifest import FILES, tang_raw_specs
 
 # corpus name -> {split: path under a data folder}
@@ -67,13 +62,42 @@ def data_dirs(data_dir=None, repo_data=None):
     return [Path(d) for d in (first, repo_data or default_data_dir()) if d]
 
 
-def sha256_of(path, chunk_size=1 << 20):
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def files_sha256(paths):
+    """Hex sha256 naming the text in `paths`: one file's own sha256 (what `sha256sum FILE` prints), or for several
+    the sha256 of their `sha256sum` listing, a line "<sha256>  <file name>\n" each, in the order given.
+
+    A run records it to check, when it resumes, that it reads the same text.  Introduced in chapter 6."""
+    if len(paths) == 1:
+        return sha256_of(paths[0])
+    listing = "".join(f"{sha256_of(path)}  {Path(path).name}\n" for path in paths)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def text_files(path):
+    """{split: [Path, ...]}: the files of a user's own text, to read in order.
+
+    A file -> {"text": [file]}.  A folder that holds train.txt, valid.txt and test.txt -> those three as the
+    splits; any other folder -> {"text": its *.txt files in name order} (not its subfolders).  A "text" is one
+    text that `lstm_lab.corpus.split_lines` cuts into splits.  Raises DataNotFoundError for a path that does not
+    exist or a folder with no .txt file, ValueError for a folder with some of the three split files but not all.
+    Introduced in chapter 6."""
+    path = Path(path)
+    if path.is_file():
+        return {"text": [path]}
+    if not path.is_dir():
+        raise DataNotFoundError(f"{path} does not exist: expected a text file or a folder of .txt files")
+    names = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+    present = [name for name in names.values() if (path / name).is_file()]
+    if len(present) == len(names):
+        return {split: [path / name] for split, name in names.items()}
+    if present:
+        missing = [name for name in names.values() if name not in present]
+        raise ValueError(f"{path} holds {' and '.join(present)} but no {' or '.join(missing)}: expected all three "
+                         f"split files, or none (then its .txt files are joined and split by lines)")
+    files = sorted(file for file in path.glob("*.txt") if file.is_file())
+    if not files:
+        raise DataNotFoundError(f"{path} holds no .txt file: expected a text file or a folder of .txt files")
+    return {"text": files}
 
 
 def how_to_place(spec, dest):
@@ -90,59 +114,6 @@ def check_file(path, spec, dest=None):
         raise ChecksumError(f"{dest or path} is corrupt or the wrong version: sha256 {actual}, expected "
                             f"{spec.sha256}. " + how_to_place(spec, dest or path))
     return Path(path)
-
-
-def try_lock(f):
-    """Lock the open file `f` for this process, without waiting; True if we hold the lock now.
-
-    The operating system drops the lock when the file is closed or the process ends, however it ends (kill -9
-    included), so a lock never outlives its holder.  Where there are no file locks (Windows) it returns True."""
-    if fcntl is None:
-        return True
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another open file holds it
-        return False
-    return True
-
-
-def remove_stale_parts(folder, name="*"):
-    """Delete the temporary `.NAME.*.part` files in `folder` that writers killed mid-write left behind.
-
-    A writer holds a lock on its .part file while it writes (see `write_atomically`), so one we can lock has no
-    writer any more.  Without file locks (Windows) nothing is deleted: a live writer's file cannot be told apart."""
-    if fcntl is None:
-        return
-    for part in Path(folder).glob(f".{name}.*.part"):
-        try:
-            with open(part, "rb") as f:
-                if try_lock(f):
-                    part.unlink(missing_ok=True)
-        except FileNotFoundError:  # its writer finished in the meantime and renamed it
-            continue
-
-
-def write_atomically(dest, write, spec=None):
-    """Call write(file) on a temporary file beside `dest`, check its hash against `spec`, then rename it in.
-
-    On any error the temporary file is removed, so `dest` is either complete and checked, or absent.  A
-    temporary file left by a writer that was killed is removed by the next write to `dest`."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(dest.parent, dest.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            try_lock(f)  # held until the file is closed: marks the .part file as in use
-            write(f)
-            f.flush()
-            if spec is not None:
-                check_file(tmp, spec, dest)
-        os.replace(tmp, dest)  # atomic on POSIX and Windows: readers see the old state or the new file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
 
 
 def copy_body(response, f, total, desc, progress):
@@ -179,7 +150,7 @@ def download(url, dest, spec=None, progress=True, timeout=60):
             raise IncompleteDownloadError(f"the connection broke while downloading {url}: {received:,}{of_total} "
                                           f"bytes arrived, so {dest} was not written. Try again. {fix}")
     try:
-        return write_atomically(dest, write, spec)
+        return write_atomically(dest, write, check=(lambda tmp: check_file(tmp, spec, dest)) if spec else None)
     except IncompleteDownloadError:
         raise
     except (OSError, http.client.HTTPException) as error:  # URLError and HTTPError are OSErrors
@@ -206,7 +177,8 @@ def find_file(spec, dirs, download_dir=None, allow_download=True, progress=True)
 def fetch(name, data_dir=None, allow_download=True, progress=True):
     """{split: Path} of a registered corpus, each file found or downloaded and checked.
 
-    name: one of CORPORA ("ptb", "wikitext-2", "tang", "tinyshakespeare").  Introduced in chapter 6."""
+    name: one of CORPORA ("ptb", "wikitext-2", "tang", "tinyshakespeare"); a "text" is one text that
+    `lstm_lab.corpus.split_lines` cuts into splits.  Introduced in chapter 6."""
     check_choice("corpus", name, tuple(CORPORA))
     dirs = data_dirs(data_dir)
     download_dir = dirs[-1]
@@ -247,5 +219,6 @@ def build_tang_poems(dirs, download_dir, spec, allow_download=True, progress=Tru
     """Derive tang/poems.txt from the raw JSON into `download_dir`, atomically, and check its sha256."""
     lines = derive_tang_poems(tang_raw_texts(dirs, download_dir, allow_download, progress))
     payload = "".join(line + "\n" for line in lines).encode("utf-8")
-    return write_atomically(Path(download_dir) / spec.path, lambda f: f.write(payload), spec)
+    dest = Path(download_dir) / spec.path
+    return write_atomically(dest, lambda f: f.write(payload), check=lambda tmp: check_file(tmp, spec, dest))
 

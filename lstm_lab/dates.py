@@ -22,7 +22,7 @@ import re
 
 import torch
 
-from lstm_lab.corpus import Vocab, hash_split
+from lstm_lab.corpus import BOS, EOS, PAD, Vocab, hash_split
 
 FIRST_DATE, LAST_DATE = datetime.date(1969, 1, 1), datetime.date(2068, 12, 31)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -45,7 +45,6 @@ UNSEEN_FORMATS = (  # each recombines pieces that training shows only in other c
     ("{a} {d} {B} {Y}", None), ("{o} of {B}, {Y}", None),
 )
 SPLITS = ("train", "valid", "test", "unseen")
-PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 MAX_SOURCE_LEN = 48  # characters; `translate` rejects longer input
 
 

@@ -5,14 +5,18 @@ Introduced in chapter 6.
 import torch
 
 
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+def sample_next(logits, temperature=1.0, top_k=None, generator=None, banned=()):
     """Draw one token id from logits (V,).
 
     temperature < 1 sharpens the distribution (towards the most likely token), > 1 flattens it;
-    top_k keeps only the k most likely tokens before sampling.  Introduced in chapter 6."""
+    top_k keeps only the k most likely tokens before sampling (top_k=1: greedy, always the most likely);
+    the ids in `banned` are never drawn (chapter 8's poems ban <pad>, <bos>, <eos>, <unk> and the punctuation
+    their form places).  Introduced in chapter 6, `banned` in chapter 8."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     logits = logits.float() / temperature  # (V,)
+    banned = torch.as_tensor(banned, dtype=torch.long, device=logits.device)  # (n,) ids, n may be 0
+    logits = logits.index_fill(0, banned, float("-inf"))  # banned ids get probability 0
     if top_k is not None:
         if not 1 <= top_k <= logits.numel():
             raise ValueError(f"top_k must be between 1 and the vocabulary size {logits.numel()}, got {top_k}")

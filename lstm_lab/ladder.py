@@ -37,7 +37,6 @@ from torch.autograd.function import once_differentiable
 from torch.utils import cpp_extension
 
 from lstm_lab.cells import cell_update
-from lstm_lab.compiling import compile_counting
 from lstm_lab.lstm import lstm_layer
 
 
@@ -347,21 +346,15 @@ def compiled_layer(backend="inductor"):
     return torch.compile(hoisted_layer, backend=backend, dynamic=False)
 
 
-def count_compilations(layer, seq_lens, batch_size=2, input_size=3, hidden_size=4):
-    """How often torch.compile traces `layer` again as seq_len changes.
-
-    Compiles `layer` with a counting backend (`lstm_lab.compiling.compile_counting`: it runs the traced graph
-    as it is, no code generation, so this takes seconds), calls it once per entry of `seq_lens`, and returns a
-    list of (seq_len, graphs traced so far).  Chapter 3; chapter 7 counts whole modules the same way."""
-    compiled, counter = compile_counting(layer, dynamic=False)
+def layer_inputs(batch_size=2, input_size=3, hidden_size=4):
+    """make_inputs for `lstm_lab.compiling.count_compilations` when the compiled function is one layer
+    (`hoisted_layer`'s signature): T -> (x (T, B, I), h, c (B, H), weight_ih, weight_hh, bias_ih, bias_hh), x
+    random and the state zero, the same random weights for every T.  Chapter 3 counts how often
+    `compiled_layer` traces again as seq_len changes."""
     H = hidden_size
-    weights = [torch.randn(4 * H, input_size), torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H)]
-    counts = []
-    for T in seq_lens:
-        zeros = torch.zeros(batch_size, H)
-        compiled(torch.randn(T, batch_size, input_size), zeros, zeros, *weights)
-        counts.append((T, counter["graphs"]))
-    return counts
+    weights = (torch.randn(4 * H, input_size), torch.randn(4 * H, H), torch.randn(4 * H), torch.randn(4 * H))
+    zeros = torch.zeros(batch_size, H)
+    return lambda T: (torch.randn(T, batch_size, input_size), zeros, zeros, *weights)
 
 
 def nn_lstm(x, h0, c0, weights):

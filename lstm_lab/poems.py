@@ -22,11 +22,11 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_lab.corpus import Vocab, hash_split
+from lstm_lab.corpus import BOS, EOS, PAD, UNK, Vocab, hash_split
 from lstm_lab.data import fetch
+from lstm_lab.generate import sample_next
 from lstm_lab.lstm import LSTM
 
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 PUNCTUATION = ("，", "。")  # after odd lines, after even lines
 FORMS = {"5x4": (5, 4), "7x4": (7, 4), "5x8": (5, 8), "7x8": (7, 8)}  # name: (characters per line, lines)
 FORM_NAMES = {"5x4": "five-character quatrain (五言绝句)",
@@ -218,20 +218,6 @@ def check_form(form):
     return FORMS[form]
 
 
-def pick(logits, temperature, top_k, generator, banned):
-    """One character id from logits (V,): greedy if temperature is 0, else sampled at `temperature` from the
-    `top_k` most likely (None: all); ids in `banned` are never chosen."""
-    logits = logits.clone()
-    logits[banned] = float("-inf")
-    if temperature == 0:
-        return int(logits.argmax())
-    logits = logits / temperature
-    if top_k is not None:
-        cutoff = logits.topk(top_k).values[-1]
-        logits[logits < cutoff] = float("-inf")
-    return int(torch.multinomial(torch.softmax(logits, dim=0).cpu(), 1, generator=generator))
-
-
 def poem_slots(form):
     """The characters of a poem of `form` in order: None where the model writes a character, the punctuation
     mark where the form puts one ("5x4": 5 Nones, "，", 5 Nones, "。", ...)."""
@@ -283,11 +269,13 @@ def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperatu
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     banned = [vocab.stoi[t] for t in (PAD, BOS, EOS, UNK) + PUNCTUATION if t in vocab.stoi]
+    if temperature == 0:  # greedy: sample from the single most likely character
+        temperature, top_k = 1.0, 1
     logits, state = model.step(torch.tensor([vocab.stoi[BOS]], device=device))
     poem = []
     for k, slot in enumerate(slots):
         ch = slot or forced.get(k)
-        ch_id = vocab.stoi[ch] if ch else pick(logits[0], temperature, top_k, generator, banned)
+        ch_id = vocab.stoi[ch] if ch else sample_next(logits[0], temperature, top_k, generator, banned)
         poem.append(vocab.itos[ch_id])
         logits, state = model.step(torch.tensor([ch_id], device=device), state)
     return "".join(poem)

@@ -20,7 +20,7 @@ import math
 
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.poems_train import OPTIMIZERS
-from lstm_lab.runs import format_spread, mean_and_spread
+from lstm_lab.records import format_spread, mean_and_spread
 
 POEMS_RECORDED = "poems"  # the folder in lstm_lab/recorded/ that holds the studies' results
 STUDY_EPOCHS = 10

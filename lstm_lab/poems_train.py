@@ -1,29 +1,33 @@
 """Training the Tang poem model of chapter 8: optimizers, the masked loss, early stopping, a resumable run folder.
 
     config = PoemsConfig(optimizer="adam", lr=1e-3, epochs=20)
-    results = train_poems(config, Path("runs/poems-adam"))            # checkpoint.pt after every epoch
+    results = train_poems(config, Path("runs/poems-adam"), device)   # checkpoint.pt after every epoch
     model, vocab = load_poems_model(Path("runs/poems-adam"))
     generate_poem(model, vocab, "5x4", acrostic="春夏秋冬")
 
-A run folder holds checkpoint.pt (model, optimizer, history, config, vocabulary: everything to resume) and
-results.json (validation perplexity per character after every epoch, then test perplexity and sample poems,
-with provenance).  The order of the batches in epoch e depends only on the seed and e, so a resumed run
-equals an uninterrupted one.  Introduced in chapter 8.
+The poems' part of the book's one training loop (`lstm_lab.train`): batches of poems bucketed by length, the
+masked loss as the step (`poem_step`), validation perplexity per character (`PoemsTask`).  The run folder is
+the same as every model's (`lstm_lab.runs`): checkpoint.pt, best.pt, vocab.json, results.json (validation
+perplexity per character after every epoch, then test perplexity of the best epoch and sample poems, with
+provenance).  The order of the batches in epoch e depends only on the seed and e, and the checkpoint holds
+every random generator's state, so a resumed run equals an uninterrupted one, dropout included.  Introduced in
+chapter 8.
 """
 import math
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from lstm_lab.checkpoint import (SettingsMismatch, atomic_save, atomic_write_json, config_differences,
-                                 load_checkpoint, settings_mismatch)
 from lstm_lab.corpus import Vocab
+from lstm_lab.distributed import SINGLE
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, check_form, generate_poem, load_poems, masked_nll,
                             pad_batch, poem_form, poem_vocab)
-from lstm_lab.provenance import provenance
+from lstm_lab.runs import open_run, train_in_folder, train_run
+from lstm_lab.runtime import pick_device
+from lstm_lab.train import best_epoch, constant_lr, perplexity, train_epoch
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw")
 
@@ -81,35 +85,37 @@ def make_optimizer(name, parameters, lr):
 
 
 @torch.no_grad()
-def poem_perplexity(model, poems, vocab, device, batch_size=256):
+def poem_perplexity(model, poems, vocab, device=None, batch_size=256):
     """Perplexity per character of `poems` (their characters and <eos>, never the padding)."""
     model.eval()
+    device = device or next(model.parameters()).device
     total, count = 0.0, 0
     for group in batches(poems, batch_size):
         inputs, targets, lengths = (t.to(device) for t in pad_batch(group, vocab))
         real = int((targets != vocab.stoi[PAD]).sum())
         total += masked_nll(model(inputs, lengths), targets, vocab.stoi[PAD]).item() * real
         count += real
-    return math.exp(total / count)
+    return perplexity(total, count)
 
 
-def train_epoch(model, poems, optimizer, config, epoch, vocab, device):
+def poem_step(model, poems, vocab):
+    """The poem model's step for `lstm_lab.train.train_epoch`: a batch of poems padded, the masked loss.
+
+    Returns (loss, {"nll": summed NLL of the real characters, "characters": their number, "losses": [loss]})."""
+    device = next(model.parameters()).device
+    inputs, targets, lengths = (t.to(device) for t in pad_batch(poems, vocab))  # (T, B), (T, B), (B,)
+    loss = masked_nll(model(inputs, lengths), targets, vocab.stoi[PAD])
+    real = int((targets != vocab.stoi[PAD]).sum())
+    return loss, {"nll": loss.item() * real, "characters": real, "losses": [loss.item()]}
+
+
+def poems_epoch(model, poems, optimizer, config, epoch, vocab, progress=False):
     """One pass over the training poems in bucketed batches, in an order fixed by (seed, epoch).
-    Returns the training perplexity per character."""
-    model.train()
+
+    Returns `train_epoch`'s stats: "nll", "characters", "losses" (one per batch), "seconds"."""
     generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    total, count, losses = 0.0, 0, []
-    for group in batches(poems, config.batch_size, generator):
-        inputs, targets, lengths = (t.to(device) for t in pad_batch(group, vocab))
-        loss = masked_nll(model(inputs, lengths), targets, vocab.stoi[PAD])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        real = int((targets != vocab.stoi[PAD]).sum())
-        total, count = total + loss.item() * real, count + real
-        losses.append(loss.item())
-    return math.exp(total / count), losses
+    return train_epoch(model, batches(poems, config.batch_size, generator), partial(poem_step, vocab=vocab),
+                       optimizer, config.clip_norm, progress=progress, desc=f"epoch {epoch}")
 
 
 def loss_curve(losses, points=20):
@@ -119,63 +125,100 @@ def loss_curve(losses, points=20):
 
 
 @torch.no_grad()
-def hidden_unit_spread(model, poems, vocab, device, count=64):
+def hidden_unit_spread(model, poems, vocab, device=None, count=64):
     """`lstm_lab.init.unit_spread` of the last layer's h over the real positions of the first `count` poems."""
     model.eval()
+    device = device or next(model.parameters()).device
     inputs, targets, lengths = (t.to(device) for t in pad_batch(poems[:count], vocab))
     return unit_spread(model.hidden(inputs, lengths)[targets != vocab.stoi[PAD]])
 
 
-def train_poems(config, out, device="cpu", resume=False, argv=(), data_dir=None, log=print):
-    """Train (or resume) the run in folder `out`, checkpointing every epoch, stopping early after `patience`
-    epochs without a better validation perplexity; then test the best epoch and write sample poems.
-    Returns the results dict also written to out/results.json."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = {name: [p for p in poems if config.keep(p)] for name, poems in load_poems(data_dir).items()}
-    training = splits["train"][:config.max_poems or None]
-    checkpoint = load_checkpoint(out / "checkpoint.pt", map_location=device) if resume else None
-    if checkpoint is not None:
-        saved = PoemsConfig(**checkpoint["config"]["poems"])
-        differences = config_differences(saved, replace(config, epochs=saved.epochs))
-        if differences:
-            raise SettingsMismatch(settings_mismatch(out, differences))
-    vocab = Vocab(checkpoint["vocab"]) if checkpoint is not None else poem_vocab(training, config.min_count)
-    torch.manual_seed(config.seed)
-    model = config.build_model(len(vocab)).to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
-    history, best = [], {"valid_ppl": float("inf"), "epoch": 0, "state_dict": None}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        history, best = checkpoint["history"], checkpoint["best"]
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        if config.patience and epoch - 1 - best["epoch"] >= config.patience:
-            break  # early stopping
-        start = time.perf_counter()
-        train_ppl, losses = train_epoch(model, training, optimizer, config, epoch, vocab, device)
-        seconds = time.perf_counter() - start
-        valid_ppl = poem_perplexity(model, splits["valid"], vocab, device)
-        if valid_ppl < best["valid_ppl"]:
-            best = {"valid_ppl": valid_ppl, "epoch": epoch,
-                    "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        history.append({"epoch": epoch, "train_ppl": train_ppl, "valid_ppl": valid_ppl, "train_seconds": seconds,
-                        "loss_curve": loss_curve(losses),
-                        "unit_spread": hidden_unit_spread(model, splits["valid"], vocab, device)})
-        atomic_save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                     "best": best, "vocab": vocab.itos, "config": {"poems": asdict(config)}}, out / "checkpoint.pt")
-        atomic_write_json(poems_results(config, history, best, argv, device), out / "results.json")
-        log(f"epoch {epoch:3d}  train ppl {train_ppl:8.2f}  valid ppl {valid_ppl:8.2f}  {seconds:6.0f} s")
-        if not math.isfinite(valid_ppl):
-            break  # diverged: no later epoch can recover, and the best epoch so far is kept
-    results = {**poems_results(config, history, best, argv, device), "complete": True,
-               "diverged": not math.isfinite(history[-1]["valid_ppl"]), "test_ppl": None, "samples": []}
-    if best["state_dict"] is not None:  # None: diverged in its first epoch
-        model.load_state_dict(best["state_dict"])
-        results["test_ppl"] = poem_perplexity(model, splits["test"], vocab, device)
-        results["samples"] = sample_poems(model, vocab, config.form_names() or ["5x4", "7x4"])
-    atomic_write_json(results, out / "results.json")
-    return results
+class PoemsTask:
+    """The poem model as a task of the book's training loop (`lstm_lab.train.fit`) and of a run folder
+    (`lstm_lab.runs.train_run`).  splits: {"train", "valid", "test"}: lists of poems of the config's forms and
+    lengths.  Chapter 8."""
+    kind = "poems"  # the run-folder kind: `python -m lstm_lab poems train`
+    monitor = "valid_ppl"  # early stopping and best.pt follow the validation perplexity per character
+    next_lr = staticmethod(constant_lr)
+
+    def __init__(self, config, splits, vocab, device):
+        self.config, self.configs, self.splits, self.vocab = config, {"poems": config}, splits, vocab
+        self.training = splits["train"][:config.max_poems or None]
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, configs, device, data_dir=None, world=SINGLE, progress=False):
+        """The task of a run folder: the corpus read, the poems its config keeps, the vocabulary of the training
+        poems.  One process only (world must be SINGLE)."""
+        config = configs["poems"]
+        splits = {name: [p for p in poems if config.keep(p)] for name, poems in load_poems(data_dir).items()}
+        vocab = poem_vocab(splits["train"][:config.max_poems or None], config.min_count)
+        return cls(config, splits, vocab, device)
+
+    # --- the training loop's part (`fit`)
+    def train_epoch(self, model, optimizer, epoch, scaler=None, progress=False):
+        return poems_epoch(model, self.training, optimizer, self.config, epoch, self.vocab, progress)
+
+    def train_record(self, stats):
+        return {"train_ppl": perplexity(stats["nll"], stats["characters"]), "loss_curve": loss_curve(stats["losses"])}
+
+    def validate(self, model):
+        valid = self.splits["valid"]
+        return {"valid_ppl": poem_perplexity(model, valid, self.vocab, self.device),
+                "unit_spread": hidden_unit_spread(model, valid, self.vocab, self.device)}
+
+    # --- the run folder's part (`lstm_lab.runs.train_run`)
+    @property
+    def settings(self):
+        c = self.config
+        return {"seed": c.seed, "epochs": c.epochs, "patience": c.patience, "lr": c.lr, "amp": None}
+
+    def vocab_tokens(self):
+        return self.vocab.itos
+
+    def build_model(self):
+        return self.config.build_model(len(self.vocab))
+
+    def make_optimizer(self, model):
+        return make_optimizer(self.config.optimizer, model.parameters(), self.config.lr)
+
+    def epoch_line(self, r):
+        return (f"epoch {r['epoch']:3d}  train ppl {r['train_ppl']:8.2f}  valid ppl {r['valid_ppl']:8.2f}  "
+                f"{r['train_seconds']:6.0f} s")
+
+    def results(self, run_state, model):
+        """The results JSON of a run so far (complete: False until it is tested)."""
+        history = run_state["history"]
+        return {"config": asdict(self.config), "history": history, "complete": False,
+                "best_epoch": best_epoch(history), "best_valid_ppl": run_state["best_valid"],
+                "train_seconds": sum(r["train_seconds"] for r in history)}
+
+    def finish(self, model, run_state, load_best):
+        """Test perplexity of the best validation epoch, and sample poems of each form trained on.  Returns the
+        fields to add to the results."""
+        best_at = best_epoch(run_state["history"])
+        if best_at == 0:  # diverged in its first epoch: no model worth testing
+            print("no epoch improved the validation perplexity: nothing to test")
+            return {"test_ppl": None, "samples": []}
+        if best_at != run_state["epoch"]:
+            load_best(model)
+        test_ppl = poem_perplexity(model, self.splits["test"], self.vocab, self.device)
+        print(f"test perplexity per character {test_ppl:.2f} (best validation epoch {best_at})")
+        return {"test_ppl": test_ppl, "samples": sample_poems(model, self.vocab, self.config.form_names() or
+                                                              ["5x4", "7x4"])}
+
+
+def train_poems(config, out, device=None, resume=False, argv=(), data_dir=None, results=None, progress=False):
+    """Train (or resume) the poem model of `config` in run folder `out`: checkpoint every epoch, stop early after
+    `patience` epochs without a better validation perplexity, then test the best epoch and write sample poems.
+
+    resume: go on with the run in `out`, trained with the same config (config.epochs may be larger: the run is
+    extended).  device: None picks the GPU when there is one (`lstm_lab.runtime.pick_device`).  Returns the
+    results dict also written to out/results.json (and to `results`).  Chapter 8."""
+    device = pick_device(device)
+    return train_in_folder(out, resume, lambda has_run: train_run(
+        PoemsTask, {"poems": config}, out, has_run, device, argv, results, config.epochs, progress,
+        data_dir=data_dir))
 
 
 SAMPLE_SETTINGS = (  # the poems a finished run writes into its results, per form it was trained on
@@ -202,18 +245,14 @@ def sample_poems(model, vocab, forms):
     return samples
 
 
-def poems_results(config, history, best, argv, device):
-    """The results JSON of a run so far (complete: False until it is tested), with provenance."""
-    return {"config": asdict(config), "history": history, "complete": False, "best_epoch": best["epoch"],
-            "best_valid_ppl": best["valid_ppl"], "train_seconds": sum(r["train_seconds"] for r in history),
-            **provenance(list(argv), torch.device(device))}
+def load_poems_model(out, device=None, weights="best"):
+    """(model, vocabulary) of a trained run folder, in eval mode: by default at its best validation epoch.
 
-
-def load_poems_model(out, device="cpu"):
-    """(model at its best validation epoch, vocabulary) of a trained run folder, in eval mode."""
-    checkpoint = load_checkpoint(Path(out) / "checkpoint.pt", map_location=device)
+    RunError (one line) for a folder that holds no poem run, or whose files do not fit together."""
+    device = pick_device(device)
+    checkpoint, chosen, tokens = open_run(out, device, "poems", weights)
     config = PoemsConfig(**checkpoint["config"]["poems"])
-    vocab = Vocab(checkpoint["vocab"])
+    vocab = Vocab(tokens)
     model = config.build_model(len(vocab)).to(device)
-    model.load_state_dict(checkpoint["best"]["state_dict"])
+    model.load_state_dict(chosen["state_dict"])
     return model.eval(), vocab

@@ -1,5 +1,5 @@
-"""Where the code runs: device choice, seeding, mixed-precision settings, and the Colab check every chapter's setup
-cell uses."""
+"""Where the code runs: device choice, seeding, mixed-precision settings, CUDA-graph capture, and the Colab check
+every chapter's setup cell uses."""
 import os
 import random
 import sys
@@ -79,6 +79,36 @@ def grad_scaler(amp, device):
     multiplies the loss (and so every gradient) by a large factor before backward, and divides it out before the
     step.  bfloat16 has float32's range and needs none.  Chapter 7."""
     return torch.amp.GradScaler(torch.device(device).type) if amp == "float16" else None
+
+
+def capture_cuda_graph(fn, warmup=3, before_capture=None):
+    """fn() captured in a CUDA graph: returns the `torch.cuda.CUDAGraph`, whose `replay()` launches every kernel
+    of the captured call at once, so Python, dispatch and per-kernel launch costs are paid once, at capture.
+
+    As PyTorch's CUDA-graph notes ask, fn() first runs `warmup` times on a side stream (lazy initialisation,
+    library workspaces and autotuning happen there, not during capture).  Then before_capture(), if given, runs
+    on the current stream: e.g. put back what the warm-up calls changed, in place.  Then fn() runs once under
+    capture, which records its kernels and computes nothing.  The shapes and the addresses of every tensor fn
+    reads or writes are frozen: a replay computes on whatever the captured inputs hold at that moment.
+    Needs a CUDA GPU (RuntimeError otherwise).  Chapters 3 (the GPU ladder) and 7 (a graphed training step)."""
+    if not callable(fn) or (before_capture is not None and not callable(before_capture)):
+        raise TypeError("capture_cuda_graph needs fn, and before_capture if given, to be callables")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup must be a positive number of calls before the capture, got {warmup!r}")
+    if not torch.cuda.is_available():
+        raise RuntimeError("capturing a CUDA graph needs a CUDA GPU, and this machine has none: call fn eagerly")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())  # the side stream starts after the work queued so far
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)  # and what follows waits for the warm-up
+    if before_capture is not None:
+        before_capture()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # records the kernels; nothing runs until a replay
+        fn()
+    return graph
 
 
 def setup(seed=0, prefer=None):

@@ -1,28 +1,30 @@
 """Training the date translator of chapter 9: teacher forcing, accuracy, and a resumable run folder.
 
     config = DatesConfig(score="general", epochs=8)
-    results = train_dates(config, Path("runs/dates-general"))      # checkpoint.pt after every epoch
+    results = train_dates(config, Path("runs/dates-general"), device)   # checkpoint.pt after every epoch
     model, src_vocab, tgt_vocab = load_dates_model(Path("runs/dates-general"))
     translate_dates(model, ["3 March 1999"], src_vocab, tgt_vocab)  # ['1999-03-03']
 
-A run folder holds checkpoint.pt (model, optimizer, history, config: everything to resume) and results.json
-(the accuracy after every epoch, then on the test and unseen-format splits, with provenance).  The order of the
-training examples in epoch e depends only on the seed and e, so a resumed run equals an uninterrupted one.
-Introduced in chapter 9.
+The translator's part of the book's one training loop (`lstm_lab.train`): shuffled batches of examples, the
+teacher-forced loss as the step (`dates_step`), validation accuracy (`DatesTask`).  The run folder is the same
+as every model's (`lstm_lab.runs`): checkpoint.pt, best.pt, vocab.json, results.json (the accuracy after every
+epoch, then on the test and unseen-format splits, with provenance).  The order of the training examples in
+epoch e depends only on the seed and e, and the checkpoint holds every random generator's state, so a resumed
+run equals an uninterrupted one.  Introduced in chapter 9.
 """
 import datetime
-import time
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.checkpoint import (SettingsMismatch, atomic_save, atomic_write_json, config_differences,
-                                 load_checkpoint, settings_mismatch)
 from lstm_lab.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
-from lstm_lab.provenance import provenance
+from lstm_lab.distributed import SINGLE
+from lstm_lab.runs import open_run, train_in_folder, train_run
+from lstm_lab.runtime import pick_device
 from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, greedy_decode
+from lstm_lab.train import constant_lr, train_epoch
 
 TARGET_LEN = 10  # "YYYY-MM-DD"
 
@@ -65,24 +67,42 @@ def dates_data(config):
     return {split: make_examples(split, n, config.seed) for split, n in sizes.items()}
 
 
-def train_epoch(model, examples, optimizer, config, epoch, src_vocab, tgt_vocab, device):
+def dates_step(model, batch, src_vocab, tgt_vocab):
+    """The translator's step for `lstm_lab.train.train_epoch`: a batch of examples, teacher forcing, the
+    cross-entropy per target character (padding ignored).  Returns (loss, {"loss": loss x examples, "examples"})."""
+    device = next(model.parameters()).device
+    src, lengths, tgt_in, tgt_out = (t.to(device) for t in encode_batch(batch, src_vocab, tgt_vocab))
+    logits, _ = model(src, lengths, tgt_in)  # (T, B, V)
+    loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=tgt_vocab.stoi[PAD])
+    return loss, {"loss": loss.item() * len(batch), "examples": len(batch)}
+
+
+def shuffled_batches(examples, batch_size, generator):
+    """The examples in an order drawn by `generator`, cut into lists of `batch_size` (the last may be smaller)."""
+    order = torch.randperm(len(examples), generator=generator).tolist()
+    return [[examples[i] for i in order[start:start + batch_size]] for start in range(0, len(examples), batch_size)]
+
+
+def dates_epoch(model, examples, optimizer, config, epoch, src_vocab, tgt_vocab, progress=False):
     """One pass over the examples in an order fixed by (seed, epoch), with teacher forcing.
 
-    The loss is the cross-entropy per target character, padding ignored.  Returns the mean loss."""
-    model.train()
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-    total, count = 0.0, 0
-    for start in range(0, len(examples), config.batch_size):
-        batch = [examples[i] for i in order[start:start + config.batch_size].tolist()]
-        src, lengths, tgt_in, tgt_out = (t.to(device) for t in encode_batch(batch, src_vocab, tgt_vocab))
-        logits, _ = model(src, lengths, tgt_in)  # (T, B, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=tgt_vocab.stoi[PAD])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        total, count = total + loss.item() * len(batch), count + len(batch)
-    return total / count
+    Returns `train_epoch`'s stats: "loss" (summed over the examples: divide by "examples" for the mean loss per
+    target character), "examples", "seconds"."""
+    generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    return train_epoch(model, shuffled_batches(examples, config.batch_size, generator),
+                       partial(dates_step, src_vocab=src_vocab, tgt_vocab=tgt_vocab), optimizer, config.clip_norm,
+                       progress=progress, desc=f"epoch {epoch}")
+
+
+@torch.no_grad()
+def teacher_forced_loss(model, examples, src_vocab, tgt_vocab, batch_size=256):
+    """The mean cross-entropy per target character of `examples`, with teacher forcing (what training minimises)."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start:start + batch_size]
+        total += dates_step(model, batch, src_vocab, tgt_vocab)[1]["loss"]
+    return total / len(examples)
 
 
 def decode(model, sources, src_vocab, tgt_vocab, device, beam=1, batch_size=256):
@@ -128,60 +148,89 @@ def is_real_date(text):
         return False
 
 
-def train_dates(config, out, device="cpu", resume=False, argv=(), log=print):
-    """Train (or resume) the run in folder `out`; checkpoint after every epoch; test at the end.
+class DatesTask:
+    """The date translator as a task of the book's training loop (`lstm_lab.train.fit`) and of a run folder
+    (`lstm_lab.runs.train_run`).  data: `dates_data(config)`.  Chapter 9."""
+    kind = "dates"  # the run-folder kind: `python -m lstm_lab dates train`
+    monitor = "valid_loss"  # best.pt follows the validation loss
+    next_lr = staticmethod(constant_lr)
 
-    Returns the results dict also written to out/results.json."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    src_vocab, tgt_vocab = source_vocab(), target_vocab()
-    model = build_model(config, src_vocab, tgt_vocab).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    history = []
-    if resume:
-        checkpoint = load_checkpoint(out / "checkpoint.pt", map_location=device)
-        saved = DatesConfig(**checkpoint["config"]["dates"])
-        differences = config_differences(saved, replace(config, epochs=saved.epochs))
-        if differences:
-            raise SettingsMismatch(settings_mismatch(out, differences))
-        model.load_state_dict(checkpoint["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        history = checkpoint["history"]
-    data = dates_data(config)
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        start = time.perf_counter()
-        loss = train_epoch(model, data["train"], optimizer, config, epoch, src_vocab, tgt_vocab, device)
-        seconds = time.perf_counter() - start
-        valid = accuracy(model, data["valid"], src_vocab, tgt_vocab, device)
-        history.append({"epoch": epoch, "train_loss": loss, "valid_exact": valid["exact"],
-                        "valid_chars": valid["chars"], "train_seconds": seconds})
-        atomic_save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                     "config": {"dates": asdict(config)}}, out / "checkpoint.pt")
-        atomic_write_json(dates_results(config, history, model, argv, device), out / "results.json")
-        log(f"epoch {epoch:2d}  loss {loss:.4f}  valid exact {valid['exact']:.3f}  chars {valid['chars']:.4f}  "
-            f"{seconds:.0f} s")
-    results = dates_results(config, history, model, argv, device)
-    for split in ("test", "unseen"):
-        results[split] = accuracy(model, data[split], src_vocab, tgt_vocab, device)
-    results["complete"] = True
-    atomic_write_json(results, out / "results.json")
-    return results
+    def __init__(self, config, data, device):
+        self.config, self.configs, self.data = config, {"dates": config}, data
+        self.src_vocab, self.tgt_vocab, self.device = source_vocab(), target_vocab(), torch.device(device)
+
+    @classmethod
+    def load(cls, configs, device, world=SINGLE, progress=False):
+        """The task of a run folder: the examples its config draws.  One process only."""
+        return cls(configs["dates"], dates_data(configs["dates"]), device)
+
+    # --- the training loop's part (`fit`)
+    def train_epoch(self, model, optimizer, epoch, scaler=None, progress=False):
+        return dates_epoch(model, self.data["train"], optimizer, self.config, epoch, self.src_vocab, self.tgt_vocab,
+                           progress)
+
+    def train_record(self, stats):
+        return {"train_loss": stats["loss"] / stats["examples"]}
+
+    def validate(self, model):
+        valid = self.data["valid"]
+        right = accuracy(model, valid, self.src_vocab, self.tgt_vocab, self.device)
+        return {"valid_exact": right["exact"], "valid_chars": right["chars"],
+                "valid_loss": teacher_forced_loss(model, valid, self.src_vocab, self.tgt_vocab)}
+
+    # --- the run folder's part (`lstm_lab.runs.train_run`)
+    @property
+    def settings(self):
+        c = self.config
+        return {"seed": c.seed, "epochs": c.epochs, "patience": 0, "lr": c.lr, "amp": None}
+
+    def vocab_tokens(self):
+        return {"source": self.src_vocab.itos, "target": self.tgt_vocab.itos}
+
+    def build_model(self):
+        return build_model(self.config, self.src_vocab, self.tgt_vocab)
+
+    def make_optimizer(self, model):
+        return torch.optim.Adam(model.parameters(), lr=self.config.lr)
+
+    def epoch_line(self, r):
+        return (f"epoch {r['epoch']:2d}  loss {r['train_loss']:.4f}  valid exact {r['valid_exact']:.3f}  "
+                f"chars {r['valid_chars']:.4f}  {r['train_seconds']:.0f} s")
+
+    def results(self, run_state, model):
+        """The results JSON of a run so far (complete: False until it is tested)."""
+        history = run_state["history"]
+        return {"config": asdict(self.config), "history": history, "complete": False,
+                "train_seconds": sum(r["train_seconds"] for r in history),
+                "parameters": sum(p.numel() for p in model.parameters())}
+
+    def finish(self, model, run_state, load_best):
+        """Accuracy of the final model on the test dates (training formats) and in unseen formats."""
+        final = {split: accuracy(model, self.data[split], self.src_vocab, self.tgt_vocab, self.device)
+                 for split in ("test", "unseen")}
+        seconds = sum(r["train_seconds"] for r in run_state["history"])
+        print(f"test exact match {final['test']['exact']:.4f}, unseen formats {final['unseen']['exact']:.4f}, "
+              f"{seconds:.0f} s of training")
+        return final
 
 
-def dates_results(config, history, model, argv, device):
-    """The results JSON of a run so far (complete: False until it is tested), with provenance."""
-    return {"config": asdict(config), "history": history, "complete": False,
-            "train_seconds": sum(r["train_seconds"] for r in history),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            **provenance(list(argv), torch.device(device))}
+def train_dates(config, out, device=None, resume=False, argv=(), results=None, progress=False):
+    """Train (or resume) the date translator of `config` in run folder `out`; checkpoint after every epoch; test
+    at the end.  resume: go on with the run in `out`, trained with the same config (config.epochs may be
+    larger: the run is extended).  device: None picks the GPU when there is one.  Returns the results dict also
+    written to out/results.json (and to `results`).  Chapter 9."""
+    device = pick_device(device)
+    return train_in_folder(out, resume, lambda has_run: train_run(
+        DatesTask, {"dates": config}, out, has_run, device, argv, results, config.epochs, progress))
 
 
-def load_dates_model(out, device="cpu"):
-    """(model, src_vocab, tgt_vocab) of a trained run folder, in eval mode."""
-    checkpoint = load_checkpoint(Path(out) / "checkpoint.pt", map_location=device)
+def load_dates_model(out, device=None, weights="last"):
+    """(model, src_vocab, tgt_vocab) of a trained run folder, in eval mode: by default after its last epoch (what
+    its test results are of).  RunError (one line) for a folder that holds no date translator."""
+    device = pick_device(device)
+    checkpoint, chosen, _ = open_run(out, device, "dates", weights)
     config = DatesConfig(**{k: v for k, v in checkpoint["config"]["dates"].items()
                             if k in {f.name for f in fields(DatesConfig)}})
-    src_vocab, tgt_vocab = source_vocab(), target_vocab()
-    model = build_model(config, src_vocab, tgt_vocab).to(device)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), src_vocab, tgt_vocab
+    model = build_model(config, source_vocab(), target_vocab()).to(device)
+    model.load_state_dict(chosen["state_dict"])
+    return model.eval(), source_vocab(), target_vocab()

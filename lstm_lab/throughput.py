@@ -30,7 +30,7 @@ from lstm_lab.model import LanguageModel
 from lstm_lab.provenance import provenance
 from lstm_lab.runtime import amp_dtype, grad_scaler, pick_device
 from lstm_lab.timing import interleaved_times, summarize
-from lstm_lab.train import capture_train_step, train_window
+from lstm_lab.lm_train import capture_train_step, train_window
 
 SIZES = ("zaremba-small", "zaremba-medium")  # presets timed by default
 VARIANTS = ("nn.LSTM", "lstm_lab.LSTM", "compiled", "CUDA graph", "nn.LSTM, AMP")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import lstm_lab.cli as cli
+import lstm_lab.lm_train as lm_train
 from lstm_lab.runs import RunRecorder
 from test_run_folders import tiny_corpus
 
@@ -29,7 +30,7 @@ def stall_after_first_epoch(folder):
 
 
 if __name__ == "__main__":
-    cli.load_corpus = lambda *args, **kwargs: tiny_corpus()
+    lm_train.load_corpus = cli.load_corpus = lambda *args, **kwargs: tiny_corpus()
     argv = sys.argv[1:]
     if argv[0] == "--stall":
         stall_after_first_epoch(Path(argv[1]))

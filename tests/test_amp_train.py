@@ -13,7 +13,8 @@ from lstm_lab.corpus import batchify
 from lstm_lab.model import LanguageModel
 from lstm_lab.runs import restore_training
 from lstm_lab.runtime import grad_scaler
-from lstm_lab.train import backward_and_step, lm_loss, new_run_state, train_epoch
+from lstm_lab.lm_train import lm_epoch, lm_loss, train
+from lstm_lab.train import backward_and_step, new_run_state
 from test_run_folders import tiny, train_argv  # noqa: F401  (tiny: the fixture)
 
 TINY = ModelConfig(vocab_size=20, embed_size=8, hidden_size=8, num_layers=2, dropout=0.0)
@@ -36,8 +37,9 @@ def test_the_scaled_step_unscales_before_clipping():
     plain = LanguageModel(TINY)
     scaled = copy.deepcopy(plain)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
-    backward_and_step(plain, tiny_loss(plain), torch.optim.SGD(plain.parameters(), lr=1.0), config)
-    backward_and_step(scaled, tiny_loss(scaled), torch.optim.SGD(scaled.parameters(), lr=1.0), config, scaler)
+    backward_and_step(plain, tiny_loss(plain), torch.optim.SGD(plain.parameters(), lr=1.0), config.clip_norm)
+    backward_and_step(scaled, tiny_loss(scaled), torch.optim.SGD(scaled.parameters(), lr=1.0), config.clip_norm,
+                      scaler)
     assert grad_norm(scaled) == pytest.approx(config.clip_norm, rel=1e-5)  # not 2**20 x clip_norm
     assert grad_norm(plain) == pytest.approx(config.clip_norm, rel=1e-5)
     for a, b in zip(plain.parameters(), scaled.parameters()):  # the same step as without a scaler
@@ -54,8 +56,8 @@ def test_an_epoch_under_autocast_is_close_to_float32_but_not_equal(amp):
         model = LanguageModel(TINY)
         config = TrainConfig(batch_size=4, seq_len=5, max_batches=3, amp=precision)
         scaler = grad_scaler(precision, "cpu")
-        nll[precision] = train_epoch(model, source, torch.optim.SGD(model.parameters(), lr=1.0), config,
-                                     progress=False, scaler=scaler)["nll"]
+        nll[precision] = lm_epoch(model, source, torch.optim.SGD(model.parameters(), lr=1.0), config,
+                                  scaler=scaler)["nll"].item()
         assert model.decoder.weight.dtype == torch.float32  # autocast keeps float32 weights
     assert nll[amp] == pytest.approx(nll[None], rel=1e-3) and nll[amp] != nll[None]
 
@@ -64,9 +66,10 @@ def test_a_checkpoint_carries_the_gradient_scale_on(tmp_path):
     model = LanguageModel(TINY)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
-    backward_and_step(model, tiny_loss(model), optimizer, TrainConfig(), scaler)  # grows the scale to 2**11
+    backward_and_step(model, tiny_loss(model), optimizer, TrainConfig().clip_norm, scaler)  # grows the scale to 2**11
     config = TrainConfig(amp="float16")
-    save_checkpoint(tmp_path / "c.pt", model, optimizer, TINY, config, new_run_state(config), scaler=scaler)
+    save_checkpoint(tmp_path / "c.pt", model, optimizer, {"model": TINY, "train": config}, new_run_state(config.lr),
+                    scaler=scaler)
     resumed = torch.amp.GradScaler("cpu")
     restore_training(LanguageModel(TINY), torch.optim.SGD(model.parameters(), lr=1.0),
                      load_checkpoint(tmp_path / "c.pt"), resumed)
@@ -108,17 +111,17 @@ def test_amp_with_cuda_graphs_is_a_usage_error(tmp_path, capsys):
 
 
 def test_train_makes_a_grad_scaler_for_float16_when_none_is_given(monkeypatch):
-    import lstm_lab.train as train_module
     made = []
 
-    def recording_scaler(amp, device):
-        made.append(grad_scaler(amp, device))
+    def recording_scaler(device, **kwargs):
+        made.append(real_scaler(device, **kwargs))
         return made[-1]
-    monkeypatch.setattr(train_module, "grad_scaler", recording_scaler)
+    real_scaler = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler)
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(vocab_size=30, embed_size=8, hidden_size=8))
     tokens = torch.randint(30, (400,))
     config = TrainConfig(batch_size=4, seq_len=5, epochs=1, max_batches=3, amp="float16")
-    train_module.train(model, {"train": tokens, "valid": tokens[:100]}, config, progress=False)
-    assert len(made) == 1 and isinstance(made[0], torch.amp.GradScaler)
+    train(model, {"train": tokens, "valid": tokens[:100]}, config, progress=False)
+    assert len(made) == 1 and isinstance(made[0], real_scaler)
     assert made[0].get_scale() > 0 and made[0]._get_growth_tracker() > 0  # it stepped: 3 scaled steps

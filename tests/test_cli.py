@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
-from lstm_lab.runs import load_run
+from lstm_lab.lm_train import load_lm_run
 
 SHARED = os.environ.get("LSTM_LAB_DATA")
 needs_data = pytest.mark.skipif(not (SHARED and (Path(SHARED) / "ptb" / "train.txt").is_file()),
@@ -83,8 +83,9 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 def test_bad_values_end_in_one_line_before_anything_is_loaded(argv, expected, capsys, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("data or a run was loaded before the command line was checked")
-    for name in ("load_corpus", "load_run", "read_checkpoint"):
-        monkeypatch.setattr(f"lstm_lab.cli.{name}", must_not_run)
+    for name in ("lstm_lab.cli.load_corpus", "lstm_lab.cli.load_lm_run", "lstm_lab.lm_train.load_corpus",
+                 "lstm_lab.runs.read_checkpoint"):
+        monkeypatch.setattr(name, must_not_run)
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
@@ -102,7 +103,7 @@ def test_overrides_shape_the_model_and_a_resume_must_repeat_them(tmp_path):
     assert {k: results["model_config"][k] for k in ("num_layers", "hidden_size", "embed_size", "dropout")} == \
         {"num_layers": 3, "hidden_size": 12, "embed_size": 10, "dropout": 0.25}
     assert results["lr"] == [0.5]
-    assert results["parameters"] == sum(p.numel() for p in load_run(out, "cpu")[0].parameters())
+    assert results["parameters"] == sum(p.numel() for p in load_lm_run(out, "cpu")[0].parameters())
     with pytest.raises(SystemExit, match="num_layers: saved 3, requested 2"):
         main(args[:-10] + ["--num-layers", "2", "--hidden-size", "12", "--embed-size", "10", "--dropout", "0.25",
                            "--lr", "0.5", "--resume", "--epochs", "2"])
@@ -155,19 +156,21 @@ def check_resume_state(out):
     """What `train --resume` loads: the saved weights and run state, and only for the same configuration."""
     from dataclasses import replace
     from lstm_lab.checkpoint import checkpoint_configs, load_checkpoint
+    from lstm_lab.config import ModelConfig, TrainConfig
     from lstm_lab.runs import RunError, resume_from, resumed_configs
     from lstm_lab.model import LanguageModel
     checkpoint = load_checkpoint(out / "checkpoint.pt")
-    model_config, train_config = checkpoint_configs(checkpoint)
+    configs = checkpoint_configs(checkpoint, {"model": ModelConfig, "train": TrainConfig})
+    model_config, train_config = configs["model"], configs["train"]
     torch.manual_seed(1)
     model = LanguageModel(model_config)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     run_state = resume_from(out, model, optimizer, checkpoint)
     saved = load_checkpoint(out / "checkpoint.pt")["state_dict"]
     assert run_state["epoch"] == 1 and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
-    assert resumed_configs(out, checkpoint, model_config, train_config) == (model_config, train_config)
+    assert resumed_configs(out, checkpoint, configs) == configs
     with pytest.raises(RunError, match=r"trained with other settings \(lr: saved 1.0, requested 0.5\)"):
-        resumed_configs(out, checkpoint, model_config, replace(train_config, lr=0.5))
+        resumed_configs(out, checkpoint, {"model": model_config, "train": replace(train_config, lr=0.5)})
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):
@@ -187,3 +190,40 @@ def test_cuda_graphs_on_a_cpu_is_a_usage_error(tmp_path, capsys):
     assert info.value.code == 2
     assert "--cuda-graphs needs a CUDA device, got cpu" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
+def test_train_on_your_own_text_file_at_character_level(tmp_path, capsys):
+    text = tmp_path / "mine.txt"
+    text.write_text("".join(f"line {k} of my own text, {'ab' * (k % 5)}\n" for k in range(200)))
+    out = tmp_path / "run"
+    args = ["train", "--preset", "smoke", "--epochs", "1", "--max-batches", "5", "--no-progress", "--device", "cpu",
+            "--text-file", str(text), "--level", "char", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["corpus"] == str(text.resolve()) and results["train_config"]["level"] == "char"
+    assert "lines 1-180 train (90%), lines 181-190 valid (5%), lines 191-200 test (5%)" in results["data"]
+    assert set(json.loads((out / "vocab.json").read_text())) <= set(text.read_text())  # characters, no <eos>
+    capsys.readouterr()
+    assert main(["generate", "--out", str(out), "--prompt", "line ", "--steps", "8", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("line ")  # characters, not space-separated words
+    text.write_text(text.read_text() + "one more line\n")  # the text changed: the run cannot go on with it
+    with pytest.raises(SystemExit, match="has changed since"):
+        main(args + ["--resume", "--epochs", "2"])
+
+
+def test_corpus_and_text_file_do_not_go_together(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--preset", "smoke", "--corpus", "ptb", "--text-file", str(tmp_path), "--out", "x"])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@needs_data
+def test_train_on_wikitext_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--corpus", "wikitext-2", "--epochs", "1", "--max-batches", "3",
+                 "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["corpus"] == "wikitext-2" and results["model_config"]["vocab_size"] == 33_278
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(out), "--split", "valid", "--batch-size", "64", "--device", "cpu"]) == 0
+    assert "valid perplexity" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_lab import data
+from lstm_lab import data, files
 from lstm_lab.corpus import Vocab, batchify, bptt_windows, char_tokens, num_windows, word_tokens
 from lstm_lab.manifest import FILES, FileSpec, tang_raw_specs
 
@@ -143,7 +143,7 @@ def test_a_broken_connection_says_how_many_bytes_arrived(breaking_server, tmp_pa
     assert leftovers(tmp_path / "dl") == []
 
 
-@pytest.mark.skipif(data.fcntl is None, reason="without file locks (Windows) .part files are never removed")
+@pytest.mark.skipif(files.fcntl is None, reason="without file locks (Windows) .part files are never removed")
 def test_stale_part_files_are_removed_by_the_next_write(server, tmp_path):
     """A killed download (or checkpoint write) leaves .NAME.*.part; the next write of NAME removes it, but not
     the .part file of a writer that is still at work (it holds a lock on it)."""
@@ -152,12 +152,12 @@ def test_stale_part_files_are_removed_by_the_next_write(server, tmp_path):
     (folder / ".file.txt.dead1234.part").write_bytes(PAYLOAD[:10])  # its writer was killed
     (folder / ".other.txt.dead5678.part").write_bytes(b"")  # another file's: left for that file's next write
     with open(folder / ".file.txt.busy9999.part", "wb") as busy:
-        assert data.try_lock(busy)  # a live writer holds it
+        assert files.try_lock(busy)  # a live writer holds it
         spec = spec_for(PAYLOAD, url=f"{server}/file.txt")
         data.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
         assert leftovers(folder) == [".file.txt.busy9999.part", ".other.txt.dead5678.part", "file.txt"]
-    data.write_atomically(folder / "other.txt", lambda f: f.write(b"x"))
-    data.remove_stale_parts(folder)
+    files.write_atomically(folder / "other.txt", lambda f: f.write(b"x"))
+    files.remove_stale_parts(folder)
     assert leftovers(folder) == ["file.txt", "other.txt"]
 
 
@@ -218,7 +218,7 @@ def test_tang_specs_are_the_58_pinned_files():
 def test_tang_poems_rebuilt_from_raw_match_pinned_hash(tmp_path):
     spec = FILES["tang/poems.txt"]
     path = data.build_tang_poems([Path(SHARED)], tmp_path, spec, allow_download=False, progress=False)
-    assert path == tmp_path / spec.path and data.sha256_of(path) == spec.sha256
+    assert path == tmp_path / spec.path and files.sha256_of(path) == spec.sha256
     assert leftovers(tmp_path) == ["poems.txt"]
 
 

@@ -19,8 +19,7 @@ from lstm_lab.checkpoint import load_checkpoint
 from lstm_lab.cli import main
 from lstm_lab.corpus import batchify
 from lstm_lab.distributed import SINGLE, World, shard_streams, world_from_env
-from lstm_lab.runs import load_run
-from lstm_lab.train import lm_loss, train
+from lstm_lab.lm_train import load_lm_run, lm_loss, train
 from test_run_folders import tiny, train_argv  # noqa: F401  (tiny: the fixture)
 
 TESTS = Path(__file__).resolve().parent
@@ -143,7 +142,7 @@ def test_a_killed_ddp_run_resumes_and_its_checkpoints_fit_one_process(tmp_path, 
     for key in ("train_ppl", "valid_ppl"):
         assert resumed[key] == pytest.approx(single[key], rel=1e-5), key  # float32: summed in another order
 
-    model = load_run(run, "cpu")[0]  # saved unwrapped: the checkpoints load into one process's model as they are
+    model = load_lm_run(run, "cpu")[0]  # saved unwrapped: the checkpoints load into one process's model as they are
     model.load_state_dict(load_checkpoint(run / "best.pt")["state_dict"])
     assert main(train_argv(run, 4, "--resume")) == 0  # one process goes on with the DDP run
     extended = json.loads((run / "results.json").read_text())

@@ -4,7 +4,7 @@ import torch
 
 from lstm_lab.corpus import batchify
 from lstm_lab.epoch_time import LOOP_VARIANTS, LoopRunner, loop_model, project_epoch, time_variants
-from lstm_lab.train import graph_size
+from lstm_lab.lm_train import graph_size
 
 
 def test_the_projection_adds_up_a_window_time_that_grows_linearly():

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from lstm_lab.ladder import (LSTMFunction, assert_same_as_nn_lstm, bptt_layer, compare_with_nn_lstm, compiled_layer,
-                             count_compilations, ladder, lstm_weights, make_problem, rung)
+                             ladder, layer_inputs, lstm_weights, make_problem, rung)
 import lstm_lab.ladder as ladder_module
 from lstm_lab.bench import forward_backward
+from lstm_lab.compiling import count_compilations
 from lstm_lab.lstm import LSTM, lstm_layer
 
 SIZES = [  # seq_len 1, batch 1, one to three layers, input_size != hidden_size
@@ -102,8 +103,16 @@ def test_lstm_weights_rejects_other_lstms(kwargs):
 
 
 def test_every_new_seq_len_compiles_again():
-    counts = count_compilations(lstm_layer, [3, 3, 4, 5, 3])
-    assert counts == [(3, 1), (3, 1), (4, 2), (5, 3), (3, 3)]
+    counts = count_compilations(lstm_layer, [3, 3, 4, 5, 3], layer_inputs(), dynamic=False)
+    assert counts == [1, 1, 2, 3, 3]
+
+
+def test_layer_inputs_fit_a_layer_at_every_length():
+    make_inputs = layer_inputs(batch_size=2, input_size=3, hidden_size=4)
+    for T in (1, 5):
+        output, (h, c) = lstm_layer(*make_inputs(T))
+        assert output.shape == (T, 2, 4) and h.shape == c.shape == (2, 4)
+    assert make_inputs(1)[3] is make_inputs(2)[3]  # the same weights for every length
 
 
 def test_ladder_order_ends_with_nn_lstm():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
+from lstm_lab.generate import sample_next
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
 from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, batching_candidates, encode_poem, generate_poem, load_poems, masked_nll,
@@ -107,6 +108,33 @@ def test_generated_poems_keep_the_form_and_the_acrostic():
         generate_poem(model, vocab, "5x4", acrostic="白黄")
     with pytest.raises(ValueError, match="first must be one character"):
         generate_poem(model, vocab, "5x4", first="白日")
+
+
+def reference_pick(logits, temperature, top_k, generator, banned):
+    """The poems' own sampler before `sample_next` took its place, kept here as the reference."""
+    logits = logits.clone()
+    logits[banned] = float("-inf")
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is not None:
+        cutoff = logits.topk(top_k).values[-1]
+        logits[logits < cutoff] = float("-inf")
+    return int(torch.multinomial(torch.softmax(logits, dim=0).cpu(), 1, generator=generator))
+
+
+def test_poems_draw_with_the_one_sampler_as_they_did_with_their_own():
+    banned = [0, 1, 2, 3, 7]
+    for temperature, top_k in [(0.8, 20), (1.0, None), (1.5, 5), (0.5, 1), (0.3, 40)]:
+        for seed in range(30):
+            logits = torch.randn(40)
+            a, b = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            assert sample_next(logits, temperature, top_k, a, banned) == reference_pick(logits, temperature, top_k, b,
+                                                                                       banned)
+    for _ in range(30):  # temperature 0, greedy: generate_poem asks sample_next for the top 1
+        logits = torch.randn(40)
+        logits[7] = 10.0  # the most likely, but banned
+        assert sample_next(logits, 1.0, 1, None, banned) == reference_pick(logits, 0, None, None, banned) != 7
 
 
 def test_a_prompt_starts_the_poem_and_must_fit_the_form():
@@ -217,7 +245,7 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
 def test_a_run_on_one_form_keeps_that_form_in_every_split(tmp_path):
     config = PoemsConfig(forms="5x4", epochs=1, max_poems=64, hidden_size=8, embed_size=8, num_layers=1,
                          min_count=2)
-    results = train_poems(config, tmp_path, log=lambda line: None)
+    results = train_poems(config, tmp_path, device="cpu")
     assert {x["form"] for x in results["samples"]} == {"5x4"}
     vocab = load_poems_model(tmp_path)[1]
     splits = load_poems()

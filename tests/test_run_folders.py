@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_lab import cli
+from lstm_lab import cli, lm_train
 from lstm_lab.checkpoint import load_checkpoint
 from lstm_lab.cli import main
 from lstm_lab.corpus import Corpus, Vocab
@@ -47,6 +47,7 @@ def train_argv(out, epochs=3, *extra):
 def tiny(monkeypatch):
     """`python -m lstm_lab` reads the tiny corpus; torch's thread count is put back afterwards."""
     monkeypatch.setattr(cli, "load_corpus", lambda *args, **kwargs: tiny_corpus())
+    monkeypatch.setattr(lm_train, "load_corpus", lambda *args, **kwargs: tiny_corpus())
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -59,6 +60,7 @@ def reference(tmp_path_factory):
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "load_corpus", lambda *args, **kwargs: tiny_corpus())
+        patch.setattr(lm_train, "load_corpus", lambda *args, **kwargs: tiny_corpus())
         assert main(train_argv(folder / "run", 3, "--results", str(folder / "results" / "run.json"))) == 0
     torch.set_num_threads(threads)
     return folder
@@ -96,9 +98,10 @@ import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import torch._dynamo  # the optimizer imports it: import it once, before forking
 import lstm_lab.cli as cli
+import lstm_lab.lm_train as lm_train
 from test_run_folders import tiny_corpus, train_argv
 
-cli.load_corpus = lambda *args, **kwargs: tiny_corpus()
+cli.load_corpus = lm_train.load_corpus = lambda *args, **kwargs: tiny_corpus()
 folder, real_replace = sys.argv[2], os.replace
 
 
@@ -189,7 +192,8 @@ def slow_corpus(*args, **kwargs):
     time.sleep(600)
 
 
-cli.load_corpus = slow_corpus
+import lstm_lab.lm_train as lm_train
+lm_train.load_corpus = slow_corpus
 cli.main(train_argv(sys.argv[2], 1))
 """
 
@@ -260,7 +264,7 @@ def test_a_swapped_vocab_json_is_refused(run, tiny, capsys):
 def test_resume_on_a_corpus_with_another_vocabulary_is_refused(run, tiny, monkeypatch):
     other = tiny_corpus()
     other.vocab = Vocab(list(reversed(other.vocab.itos)))
-    monkeypatch.setattr(cli, "load_corpus", lambda *args, **kwargs: other)
+    monkeypatch.setattr(lm_train, "load_corpus", lambda *args, **kwargs: other)
     with pytest.raises(SystemExit, match="is not the vocabulary .*checkpoint.pt was trained with"):
         main(train_argv(run, 3, "--resume"))
 

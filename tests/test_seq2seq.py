@@ -10,6 +10,7 @@ from lstm_lab.cli import main
 from lstm_lab.dates import (SPLITS, TRAIN_FORMATS, UNSEEN_FORMATS, check_source, encode_batch, make_examples,
                             render, source_vocab, split_dates, split_of, target_vocab)
 from lstm_lab.seq2seq import SCORES, Encoder, LuongAttention, Seq2Seq, beam_search, greedy_decode
+from lstm_lab.runs import RunError
 from lstm_lab.seq2seq_train import DatesConfig, accuracy, is_real_date, load_dates_model, train_dates
 
 STRPTIME = {"d": "%d", "dd": "%d", "o": "%d", "m": "%m", "mm": "%m", "B": "%B", "b": "%b", "A": "%A", "a": "%a",
@@ -164,16 +165,16 @@ def test_beam_search_of_width_one_is_greedy_and_wider_beams_score_at_least_as_we
 def test_training_learns_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     config = DatesConfig(score="dot", epochs=2, train_size=600, valid_size=50, test_size=50, hidden_size=32,
                          embed_size=8)
-    whole = train_dates(config, tmp_path / "whole", log=lambda line: None)
-    train_dates(DatesConfig(**{**config.__dict__, "epochs": 1}), tmp_path / "parts", log=lambda line: None)
-    parts = train_dates(config, tmp_path / "parts", resume=True, log=lambda line: None)
+    whole = train_dates(config, tmp_path / "whole", device="cpu")
+    train_dates(DatesConfig(**{**config.__dict__, "epochs": 1}), tmp_path / "parts", device="cpu")
+    parts = train_dates(config, tmp_path / "parts", "cpu", resume=True)
     assert [r["train_loss"] for r in parts["history"]] == [r["train_loss"] for r in whole["history"]]
     assert whole["history"][1]["train_loss"] < whole["history"][0]["train_loss"]
     assert whole["complete"] and whole["commit"] is not None and set(whole["test"]) == {"exact", "chars"}
     model, src_vocab, tgt_vocab = load_dates_model(tmp_path / "whole")
     assert accuracy(model, make_examples("test", 50), src_vocab, tgt_vocab, "cpu") == whole["test"]
-    with pytest.raises(ValueError, match="train_size: saved 600, requested 700"):
-        train_dates(DatesConfig(**{**config.__dict__, "train_size": 700}), tmp_path / "whole", resume=True)
+    with pytest.raises(RunError, match="train_size: saved 600, requested 700"):
+        train_dates(DatesConfig(**{**config.__dict__, "train_size": 700}), tmp_path / "whole", "cpu", resume=True)
 
 
 def test_is_real_date():

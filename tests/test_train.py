@@ -1,4 +1,5 @@
-"""lstm_lab.train, model, checkpoint and generate: truncated BPTT, Zaremba's loss and schedule, resume."""
+"""lstm_lab.train and lm_train, model, checkpoint and generate: the one training loop, truncated BPTT, Zaremba's
+loss and schedule, resume."""
 import math
 from dataclasses import replace
 
@@ -12,8 +13,8 @@ from lstm_lab.config import ModelConfig, TrainConfig, preset
 from lstm_lab.corpus import Vocab, batchify, bptt_windows
 from lstm_lab.generate import generate, sample_next
 from lstm_lab.model import LanguageModel, count_parameters, detach_state
-from lstm_lab.train import (best_epoch, evaluate, graph_size, lm_loss, perplexity, train, train_epoch,
-                            train_epoch_graphed, zaremba_lr)
+from lstm_lab.lm_train import (evaluate, graph_size, lm_epoch, lm_loss, train, train_epoch_graphed, zaremba_lr)
+from lstm_lab.train import best_epoch, new_run_state, perplexity, train_epoch
 
 
 
@@ -28,6 +29,7 @@ def one_thread():
 
 TINY = ModelConfig(vocab_size=12, embed_size=8, hidden_size=8, num_layers=2, dropout=0.3)
 TINY_TRAIN = TrainConfig(batch_size=4, seq_len=5, eval_batch_size=2, epochs=3, decay_after=1, max_batches=0)
+CONFIGS = {"model": TINY, "train": TINY_TRAIN}
 
 
 def toy_tokens(n=600, vocab_size=12, seed=0):
@@ -57,6 +59,27 @@ def test_graph_does_not_grow_across_windows_when_detached(detach):
         assert detach_state(state)[0].grad_fn is None
     else:
         assert sizes[0] < sizes[1] < sizes[2] < sizes[3]  # without detaching, every window adds a window's graph
+
+
+def test_the_loop_adds_up_what_the_step_returns_and_steps_once_per_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    batches = [torch.randn(4, 3) for _ in range(5)]
+    calls = []
+
+    def step(model, batch):
+        calls.append(batch)
+        loss = model(batch).pow(2).mean()
+        return loss, {"loss": loss.item(), "count": 1, "losses": [loss.item()]}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    stats = train_epoch(model, batches, step, optimizer, clip_norm=1.0)
+    assert calls == batches and stats["count"] == stats["batches"] == 5 and len(stats["losses"]) == 5
+    assert stats["loss"] == pytest.approx(sum(stats["losses"])) and stats["seconds"] > 0
+    assert stats["losses"][-1] < stats["losses"][0]  # it trained: one SGD step per batch
+
+
+def test_a_diverged_perplexity_is_inf_not_an_overflow():
+    assert perplexity(800.0, 1) == math.inf and perplexity(709.0, 1) == pytest.approx(math.exp(709.0))
 
 
 def test_perplexity_is_exp_of_mean_nll_by_hand():
@@ -135,7 +158,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     path = tmp_path / "checkpoint.pt"
     model = fresh(0)
     train(model, toy_data(), replace(TINY_TRAIN, epochs=2), progress=False,
-          on_epoch=lambda m, opt, state: save_checkpoint(path, m, opt, TINY, TINY_TRAIN, state))
+          on_epoch=lambda m, opt, state: save_checkpoint(path, m, opt, CONFIGS, state))
     torch.manual_seed(123)  # disturb every generator: the checkpoint must put them back
     checkpoint = load_checkpoint(path)
     resumed_model = load_model_state(fresh(1), checkpoint)
@@ -150,8 +173,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
 
 
 def test_loading_into_another_config_is_a_clear_error(tmp_path):
-    save_checkpoint(tmp_path / "c.pt", LanguageModel(TINY), None, TINY, TINY_TRAIN,
-                    {"epoch": 0, "lr": 1.0, "best_valid_nll": math.inf, "bad_epochs": 0, "history": []})
+    save_checkpoint(tmp_path / "c.pt", LanguageModel(TINY), None, CONFIGS, new_run_state(1.0))
     other = LanguageModel(replace(TINY, hidden_size=16, embed_size=16))
     with pytest.raises(ValueError, match="hidden_size: checkpoint 8 vs model 16"):
         load_model_state(other, load_checkpoint(tmp_path / "c.pt"))
@@ -161,9 +183,9 @@ def test_loading_into_another_config_is_a_clear_error(tmp_path):
 def test_checkpoint_records_the_best_epoch_and_the_vocabulary(tmp_path):
     torch.manual_seed(0)
     history = train(LanguageModel(TINY), toy_data(), TINY_TRAIN, progress=False)
-    state = {"epoch": 3, "lr": 1.0, "best_valid_nll": 1.0, "bad_epochs": 0, "history": history}
+    state = {"epoch": 3, "lr": 1.0, "best_valid": 1.0, "bad_epochs": 0, "history": history}
     vocab = Vocab([str(i) for i in range(12)])
-    save_checkpoint(tmp_path / "c.pt", LanguageModel(TINY), None, TINY, TINY_TRAIN, state, vocab)
+    save_checkpoint(tmp_path / "c.pt", LanguageModel(TINY), None, CONFIGS, state, "lm", vocab.sha256())
     checkpoint = load_checkpoint(tmp_path / "c.pt")
     assert checkpoint["best_epoch"] == best_epoch(history) == max(r["epoch"] for r in history if r["improved"])
     assert checkpoint["vocab_sha256"] == vocab.sha256() != Vocab([str(i) for i in reversed(range(12))]).sha256()
@@ -237,7 +259,8 @@ def test_a_graphed_epoch_trains_like_an_eager_one(rnn):
         torch.manual_seed(0)
         models.append(LanguageModel(ModelConfig(vocab_size=11, embed_size=6, hidden_size=8, num_layers=2,
                                                 rnn=rnn)).cuda())
-    eager = train_epoch(models[0], source, torch.optim.SGD(models[0].parameters(), lr=0.5), config, progress=False)
+    eager = lm_epoch(models[0], source, torch.optim.SGD(models[0].parameters(), lr=0.5), config)
+    eager["nll"] = eager["nll"].item()
     graphed = train_epoch_graphed(models[1], source, torch.optim.SGD(models[1].parameters(), lr=0.5), config,
                                   torch.device("cuda"))
     assert graphed["tokens"] == eager["tokens"]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-from study_runner import REPO, is_complete, run_jobs  # noqa: E402
+from study_runner import REPO, is_complete, make_folders, run_jobs  # noqa: E402
 from lstm_lab.depth import DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, result_name  # noqa: E402
 
 
@@ -45,8 +45,7 @@ def main(argv=None):
     parser.add_argument("--rnn", default="torch", choices=["torch", "lab"])
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    args.record.mkdir(parents=True, exist_ok=True)
-    args.runs.mkdir(parents=True, exist_ok=True)
+    args.runs, args.record = make_folders(args.runs, args.record)
 
     def ready():
         order = [(run, seed) for core in (True, False) for seed in args.seeds for run in DEPTH_STUDY

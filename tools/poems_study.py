@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
-from study_runner import REPO, run_jobs  # noqa: E402
+from study_runner import REPO, make_folders, run_jobs  # noqa: E402
 from lstm_lab.poems_study import POEMS_RECORDED, STUDY_OPTIONS, study_jobs  # noqa: E402
-from lstm_lab.runs import load_results_folder  # noqa: E402
+from lstm_lab.records import load_results_folder  # noqa: E402
 
 
 def main(argv=None):
@@ -27,8 +27,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    args.record.mkdir(parents=True, exist_ok=True)
-    args.runs.mkdir(parents=True, exist_ok=True)
+    args.runs, args.record = make_folders(args.runs, args.record)
 
     def ready():
         jobs = []

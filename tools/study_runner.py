@@ -1,5 +1,5 @@
 """Run a study's training commands, a few side by side, each logging to its own file: shared by
-tools/depth_study.py and tools/poems_study.py.
+tools/depth_study.py, tools/poems_study.py and tools/dates_study.py.
 
     run_jobs(ready, workers=2, logs=Path("runs/poems"))
 
@@ -21,6 +21,14 @@ def is_complete(path):
         return json.loads(path.read_text())["complete"]
     except (OSError, ValueError, KeyError):
         return False
+
+
+def make_folders(*folders):
+    """Each folder as an absolute path, created if missing: the runs start in REPO, wherever the tool started."""
+    folders = [Path(folder).absolute() for folder in folders]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folders
 
 
 def stamp(*words):
