@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 from lstm_lab.init import init_uniform_
 
+__all__ = ["GATES", "cell_update", "check_same_device_dtype", "autocast_dtype_for", "LSTMCell", "GateLSTMCell",
+           "fused_to_concat", "concat_to_fused", "ConcatLSTMCell", "unroll", "tf_basic_lstm_step", "from_tf_basic_lstm"]
+
 GATES = ("i", "f", "g", "o")  # PyTorch's gate order along the 4H axis
 
 

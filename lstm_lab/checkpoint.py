@@ -29,9 +29,13 @@ from lstm_lab.config import config_from_dict
 from lstm_lab.files import write_atomically
 from lstm_lab.train import best_epoch
 
+__all__ = ["CheckpointError", "set_rng_state", "atomic_save", "atomic_write_json", "tokens_sha256", "save_checkpoint",
+           "save_best", "config_differences", "load_checkpoint", "damage", "checkpoint_kind", "checkpoint_configs",
+           "load_model_state", "checkpoint_best_epoch", "run_state_of", "with_epochs"]
+
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read: empty, truncated, or not a checkpoint at all."""
+    """A checkpoint file that cannot be read: empty, truncated, or not a checkpoint at all.  Chapter 6."""
 
 
 def rng_state():
@@ -45,7 +49,7 @@ def rng_state():
 
 
 def set_rng_state(state):
-    """Restore the generators saved by `rng_state` (from a checkpoint loaded onto any device)."""
+    """Restore the generators saved by `rng_state` (from a checkpoint loaded onto any device).  Chapter 6."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -56,18 +60,19 @@ def set_rng_state(state):
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file beside `path`, then rename it over `path`: never a half-written file."""
+    """torch.save to a temporary file beside `path`, then rename it over `path`: never a half-written file.
+    Chapter 6."""
     return write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_json(obj, path):
-    """Write `obj` as indented JSON, atomically."""
+    """Write `obj` as indented JSON, atomically.  Chapter 6."""
     return write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def tokens_sha256(tokens):
     """Hex sha256 of a vocabulary as JSON (a list of tokens, or a dict of such lists): names the vocabulary a
-    checkpoint was trained with.  For a list it equals `lstm_lab.corpus.Vocab.sha256`."""
+    checkpoint was trained with.  For a list it equals `lstm_lab.data.corpus.Vocab.sha256`.  Chapter 6."""
     return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -94,14 +99,15 @@ def save_checkpoint(path, model, optimizer, configs, run_state, kind="lm", vocab
 
 
 def save_best(path, state_dict, configs, epoch):
-    """Save a run's best weights so far (best.pt): the state_dict, the configs and the epoch they are from."""
+    """Save a run's best weights so far (best.pt): the state_dict, the configs and the epoch they are from.
+    Chapter 6."""
     configs = {name: asdict(config) for name, config in configs.items()}
     atomic_save({"state_dict": state_dict, "config": configs, "epoch": epoch}, path)
 
 
 def config_differences(saved, requested, ignore=()):
     """"field: saved X, requested Y" for every field in which two configs of the same class differ, but for the
-    fields named in `ignore`."""
+    fields named in `ignore`.  Chapter 6."""
     saved, requested = asdict(saved), asdict(requested)
     return [f"{k}: saved {saved[k]!r}, requested {v!r}" for k, v in requested.items()
             if k not in ignore and saved[k] != v]
@@ -110,7 +116,7 @@ def config_differences(saved, requested, ignore=()):
 def load_checkpoint(path, map_location="cpu"):
     """The checkpoint dict, loaded with weights_only=True (tensors and plain values only: no code runs).
 
-    A file that is empty, truncated or not a checkpoint raises CheckpointError naming it."""
+    A file that is empty, truncated or not a checkpoint raises CheckpointError naming it.  Chapter 7."""
     try:
         with warnings.catch_warnings():  # torch warns about pickles it did not write before failing on them
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -125,19 +131,21 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def damage(path, error):
-    """A short description of what is wrong with a checkpoint file torch.load could not read."""
+    """A short description of what is wrong with a checkpoint file torch.load could not read.  Chapter 2."""
     if Path(path).stat().st_size == 0:
         return "the file is empty"
     return f"the file is truncated or not a checkpoint ({type(error).__name__})"
 
 
 def checkpoint_kind(checkpoint):
-    """Which model a checkpoint holds: "lm", "poems" or "dates"."""
-    return checkpoint.get("kind", "lm")
+    """Which model a checkpoint holds: "lm", "poems" or "dates" (a checkpoint from before they named their kind
+    says it by its configs: {"poems": ...}, {"dates": ...}, or a language model's {"model", "train"}).
+    Chapter 6."""
+    return checkpoint.get("kind") or next((kind for kind in ("poems", "dates") if kind in checkpoint["config"]), "lm")
 
 
 def checkpoint_configs(checkpoint, classes):
-    """{name: config} of a checkpoint, rebuilt as the dataclasses `classes` ({name: class}) name."""
+    """{name: config} of a checkpoint, rebuilt as the dataclasses `classes` ({name: class}) name.  Chapter 6."""
     return {name: config_from_dict(cls, checkpoint["config"][name]) for name, cls in classes.items()}
 
 
@@ -145,7 +153,7 @@ def load_model_state(model, checkpoint):
     """Load a checkpoint's weights into `model`; a model of another shape raises ValueError naming the fields.
 
     A model with a `config` (a `LanguageModel`) is compared field by field with the checkpoint's "model" config;
-    its `rnn` field may differ: lstm_lab.LSTM and nn.LSTM share parameter names and shapes."""
+    its `rnn` field may differ: lstm_lab.LSTM and nn.LSTM share parameter names and shapes.  Chapter 6."""
     if hasattr(model, "config") and "model" in checkpoint["config"]:
         saved, current = checkpoint["config"]["model"], asdict(model.config)
         differ = {k: (saved.get(k), v) for k, v in current.items() if k != "rnn" and saved.get(k) != v}
@@ -157,16 +165,17 @@ def load_model_state(model, checkpoint):
 
 
 def checkpoint_best_epoch(checkpoint):
-    """The epoch whose weights best.pt must hold, by the checkpoint's record (0: no epoch improved yet)."""
+    """The epoch whose weights best.pt must hold, by the checkpoint's record (0: no epoch improved yet).  Chapter 6."""
     return checkpoint["best_epoch"]
 
 
 def run_state_of(checkpoint):
-    """The run state to pass to `lstm_lab.train.fit` to resume from a checkpoint."""
+    """The run state to pass to `lstm_lab.train.fit` to resume from a checkpoint.  Chapter 7."""
     return {k: checkpoint[k] for k in ("epoch", "lr", "best_valid", "bad_epochs", "history")}
 
 
 def with_epochs(config, epochs):
-    """`config` with its `epochs` field set to `epochs` (a config without that field is returned as it is)."""
+    """`config` with its `epochs` field set to `epochs` (a config without that field is returned as it is).
+    Chapter 6."""
     names = {f.name for f in fields(config)}
     return config.__class__(**{**asdict(config), "epochs": epochs}) if "epochs" in names else config

@@ -10,7 +10,7 @@
     python -m lstm_lab poems generate --out runs/poems --acrostic 春夏秋冬 --form 5x4
     python -m lstm_lab dates train --out runs/dates --score general [--resume]
     python -m lstm_lab dates translate --out runs/dates "3 March 1999" "Mar 3, 99"   (or one per line on stdin)
-    python -m lstm_lab bench ...   (forwarded to lstm_lab.bench.main)
+    python -m lstm_lab bench ...   (forwarded to lstm_lab.experiments.bench.main)
 
 Each subcommand checks its values first (a bad one ends in one line saying what was expected), then calls
 the package: run folders, resuming and recording are `lstm_lab.runs`, provenance `lstm_lab.provenance`.
@@ -25,22 +25,24 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab import bench
 from lstm_lab.checkpoint import CheckpointError
 from lstm_lab.config import LEVEL_CHOICES, PRESETS, RNN_CHOICES, preset
-from lstm_lab.corpus import EOS, load_corpus
-from lstm_lab.data import ChecksumError, DataNotFoundError
+from lstm_lab.data.corpus import EOS, load_corpus
+from lstm_lab.data.download import ChecksumError, DataNotFoundError
 from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device, start_process_group,
                                   stop_process_group, world_from_env)
+from lstm_lab.experiments import bench
 from lstm_lab.generate import generate
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.lm_train import LanguageModelTask, evaluate, load_lm_run
-from lstm_lab.poems import generate_poem
+from lstm_lab.poem_model import generate_poem
 from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, PoemsTask, load_poems_model
 from lstm_lab.runs import RunError, train_in_folder, train_run
 from lstm_lab.runtime import amp_dtype, check_device, pick_device
 from lstm_lab.seq2seq import SCORES
 from lstm_lab.seq2seq_train import DatesConfig, DatesTask, is_real_date, load_dates_model, translate_dates
+
+__all__ = ["build_parser", "main", "requested_configs", "train_command", "train_lm"]
 
 LM_CORPORA = ("ptb", "wikitext-2", "tinyshakespeare")  # the registered corpora `train --corpus` reads
 MAX_SEED = 2**32 - 1  # numpy accepts seeds from 0 to 2**32 - 1
@@ -174,7 +176,7 @@ def add_weights(parser):
 
 
 def build_parser():
-    """The argparse parser of all subcommands."""
+    """The argparse parser of all subcommands.  Chapter 6."""
     parser = argparse.ArgumentParser(prog="python -m lstm_lab", description="LSTM Lab language models")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{train,evaluate,generate,poems,dates,bench}")
@@ -235,7 +237,7 @@ def build_parser():
     add_common(generate)
     add_poems(sub)
     add_dates(sub)
-    sub.add_parser("bench", help="speed benchmarks (arguments go to lstm_lab.bench)", add_help=False)
+    sub.add_parser("bench", help="speed benchmarks (arguments go to lstm_lab.experiments.bench)", add_help=False)
     return parser
 
 
@@ -304,7 +306,7 @@ def main(argv=None):
     """Entry point of `python -m lstm_lab`; returns the exit status.
 
     A bad command-line value exits with status 2 and one line saying what was expected; a run folder or data
-    file that cannot be used exits with status 1 and one line saying what to do."""
+    file that cannot be used exits with status 1 and one line saying what to do.  Chapter 6."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         return bench.main(argv[1:]) or 0
@@ -326,7 +328,8 @@ def main(argv=None):
 
 
 def requested_configs(args):
-    """(ModelConfig, TrainConfig) of --preset with the command line's overrides (vocab_size: the preset's)."""
+    """(ModelConfig, TrainConfig) of --preset with the command line's overrides (vocab_size: the preset's).
+    Chapter 6."""
     overrides = {"corpus": args.text_file or args.corpus, "level": args.level, "max_vocab": args.max_vocab,
                  "rnn": args.rnn, "epochs": args.epochs, "max_batches": args.max_batches, "seed": args.seed,
                  "tie_weights": True if args.tie_weights else None, "num_layers": args.num_layers,
@@ -343,7 +346,8 @@ def train_command(args, argv):
     """`train`: fresh or resumed run; checkpoint, best model and results JSON written after every epoch.
 
     The run folder stays locked while it trains, and .part files left by a killed run are removed first.
-    Started by torchrun (WORLD_SIZE > 1), every process trains its share of the streams: `train_distributed`."""
+    Started by torchrun (WORLD_SIZE > 1), every process trains its share of the streams: `train_distributed`.
+    Chapter 6."""
     world = world_from_env(os.environ)
     check_train_options(args, world)
     out = Path(args.out)
@@ -410,7 +414,7 @@ def lead_ranks(args, argv, out, world):
 def train_lm(args, argv, out, has_run, world=SINGLE):
     """Train the language model run in `out` (rank 0 holding its lock) with `lstm_lab.runs.train_run`: build or
     resume it, train the epochs left, test it.  Under torchrun every rank builds the same model and loads the
-    same checkpoint; only rank 0 records.  Returns the results (None on the other ranks)."""
+    same checkpoint; only rank 0 records.  Returns the results (None on the other ranks).  Chapter 4."""
     model_config, train_config = requested_configs(args)
     return train_run(LanguageModelTask, {"model": model_config, "train": train_config}, out, has_run, args.device,
                      argv, args.results, args.epochs, world.rank == 0 and not args.no_progress, world,

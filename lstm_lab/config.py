@@ -8,6 +8,9 @@ it).  Introduced in chapter 6.
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
+__all__ = ["RNN_CHOICES", "LEVEL_CHOICES", "PRESETS", "ModelConfig", "TrainConfig", "check_choice", "preset",
+           "config_from_dict"]
+
 RNN_CHOICES = ("lab", "torch")  # lstm_lab.LSTM (this book's) or torch.nn.LSTM (cuDNN on a GPU)
 SCHEDULE_CHOICES = ("zaremba", "plateau", "constant")
 LEVEL_CHOICES = ("word", "char")
@@ -43,7 +46,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """How a `LanguageModel` is trained.  Introduced in chapter 6."""
-    corpus: str = "ptb"  # a name in lstm_lab.data.CORPORA, or the path of your own text file or folder
+    corpus: str = "ptb"  # a name in lstm_lab.data.download.CORPORA, or the path of your own text file or folder
     level: str = "word"  # tokens: "word" (words, <eos> after each line) or "char" (every character)
     max_vocab: int = 0  # keep the most frequent training tokens only, <unk> for the rest; 0 = all
     batch_size: int = 20  # B, parallel streams the training text is cut into
@@ -76,7 +79,7 @@ class TrainConfig:
 
 
 def check_choice(name, value, choices):
-    """Raise a ValueError naming the valid choices when `value` is not one of them."""
+    """Raise a ValueError naming the valid choices when `value` is not one of them.  Chapter 6."""
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
 
@@ -120,7 +123,7 @@ def preset(name, **overrides):
 
 
 def config_from_dict(cls, values):
-    """Rebuild a config dataclass from `asdict` output, rejecting fields it does not have."""
+    """Rebuild a config dataclass from `asdict` output, rejecting fields it does not have.  Chapter 6."""
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     if unknown:

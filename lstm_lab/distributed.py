@@ -26,6 +26,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lstm_lab.runtime import seed_everything
 
+__all__ = ["SINGLE", "World", "world_from_env", "check_shards", "shard_streams", "rank_device", "start_process_group",
+           "stop_process_group", "from_rank0", "wrap", "unwrap", "sum_over_ranks"]
+
 
 @dataclass(frozen=True)
 class World:
@@ -41,7 +44,7 @@ SINGLE = World()  # one process, no process group: plain `python -m lstm_lab tra
 
 def world_from_env(environ):
     """The `World` of a process torchrun started, from its WORLD_SIZE, RANK and LOCAL_RANK; `SINGLE` when
-    WORLD_SIZE is unset or 1 (a plain run)."""
+    WORLD_SIZE is unset or 1 (a plain run).  Chapter 7."""
     world_size = int(environ.get("WORLD_SIZE", 1))
     if world_size == 1:
         return SINGLE
@@ -49,7 +52,8 @@ def world_from_env(environ):
 
 
 def check_shards(batch_size, world_size):
-    """Raise ValueError, naming the world sizes that work, unless batch_size streams split evenly over the ranks."""
+    """Raise ValueError, naming the world sizes that work, unless batch_size streams split evenly over the ranks.
+    Chapter 7."""
     if batch_size % world_size:
         sizes = ", ".join(str(n) for n in range(1, batch_size + 1) if batch_size % n == 0)
         raise ValueError(f"batch_size {batch_size} does not split over {world_size} processes: use "
@@ -59,7 +63,7 @@ def check_shards(batch_size, world_size):
 def shard_streams(source, rank, world_size):
     """Rank `rank`'s contiguous share of the streams of a batchified source: (S, B) -> (S, B / world_size).
 
-    Every rank gets all S rows, so all take the same number of windows and their collectives always meet."""
+    Every rank gets all S rows, so all take the same number of windows and their collectives always meet.  Chapter 7."""
     batch_size = source.shape[1]
     check_shards(batch_size, world_size)
     share = batch_size // world_size
@@ -68,7 +72,7 @@ def shard_streams(source, rank, world_size):
 
 def rank_device(device, world):
     """The device this process trains on: cuda:LOCAL_RANK when `device` is a GPU (one GPU per process), else
-    `device`.  ValueError if this machine has fewer GPUs than processes."""
+    `device`.  ValueError if this machine has fewer GPUs than processes.  Chapter 7."""
     if device.type != "cuda":
         return device
     count = torch.cuda.device_count()
@@ -81,7 +85,7 @@ def rank_device(device, world):
 def start_process_group(world, device):
     """Join the other processes of a torchrun launch: gloo between CPUs, nccl between GPUs.
 
-    torchrun's MASTER_ADDR and MASTER_PORT say where to meet.  Returns `world` with its backend named."""
+    torchrun's MASTER_ADDR and MASTER_PORT say where to meet.  Returns `world` with its backend named.  Chapter 7."""
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl's collectives run on this process's GPU
@@ -90,13 +94,13 @@ def start_process_group(world, device):
 
 
 def stop_process_group():
-    """Leave the process group, if this process is in one (safe to call after an error)."""
+    """Leave the process group, if this process is in one (safe to call after an error).  Chapter 7."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def from_rank0(value):
-    """Rank 0's `value` (anything picklable), on every rank: rank 0 passes its own, the others anything."""
+    """Rank 0's `value` (anything picklable), on every rank: rank 0 passes its own, the others anything.  Chapter 7."""
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -108,7 +112,7 @@ def wrap(model, device, world, seed):
     Wrap after loading a checkpoint: DDP copies rank 0's weights to every rank when it wraps.  It first seeds
     this rank's generators with seed + rank, so that every rank draws its own dropout masks; a resumed DDP run
     therefore draws other masks than an uninterrupted one would have (one process resumes its generators
-    exactly, from the checkpoint)."""
+    exactly, from the checkpoint).  Chapter 7."""
     if world.world_size == 1:
         return model
     seed_everything(seed + world.rank)
@@ -117,14 +121,14 @@ def wrap(model, device, world, seed):
 
 def unwrap(model):
     """The LanguageModel inside a DistributedDataParallel wrapper (or `model` itself): what is saved, evaluated
-    and asked for `init_state`, so checkpoints have no "module." prefixes and fit any run."""
+    and asked for `init_state`, so checkpoints have no "module." prefixes and fit any run.  Chapter 7."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def sum_over_ranks(stats, world_size, device):
     """`train_epoch`'s stats with "nll" and "tokens" summed over all ranks: the numbers of the whole batch.
 
-    One process: `stats` as they are.  "seconds" stays this rank's."""
+    One process: `stats` as they are.  "seconds" stays this rank's.  Chapter 7."""
     if world_size == 1:
         return stats
     totals = torch.tensor([stats["nll"], stats["tokens"]], dtype=torch.float64, device=device)

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+__all__ = ["sha256_of", "try_lock", "remove_stale_parts", "write_atomically"]
+
 try:
     import fcntl  # file locks (Linux, macOS); Windows has no fcntl, and there nothing is locked
 except ImportError:
@@ -16,7 +18,7 @@ except ImportError:
 
 
 def sha256_of(path, chunk_size=1 << 20):
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file, read in chunks.  Chapter 6."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(chunk_size), b""):
@@ -28,7 +30,8 @@ def try_lock(f):
     """Lock the open file `f` for this process, without waiting; True if we hold the lock now.
 
     The operating system drops the lock when the file is closed or the process ends, however it ends (kill -9
-    included), so a lock never outlives its holder.  Where there are no file locks (Windows) it returns True."""
+    included), so a lock never outlives its holder.  Where there are no file locks (Windows) it returns True.
+    Chapter 6."""
     if fcntl is None:
         return True
     try:
@@ -42,7 +45,8 @@ def remove_stale_parts(folder, name="*"):
     """Delete the temporary `.NAME.*.part` files in `folder` that writers killed mid-write left behind.
 
     A writer holds a lock on its .part file while it writes (see `write_atomically`), so one we can lock has no
-    writer any more.  Without file locks (Windows) nothing is deleted: a live writer's file cannot be told apart."""
+    writer any more.  Without file locks (Windows) nothing is deleted: a live writer's file cannot be told apart.
+    Chapter 6."""
     if fcntl is None:
         return
     for part in Path(folder).glob(f".{name}.*.part"):
@@ -58,7 +62,7 @@ def write_atomically(dest, write, check=None):
     """Call write(file) on a temporary file beside `dest`, then check(temporary path) if given, then rename it in.
 
     On any error the temporary file is removed, so `dest` is either complete (and checked), or as it was.  A
-    temporary file left by a writer that was killed is removed by the next write to `dest`."""
+    temporary file left by a writer that was killed is removed by the next write to `dest`.  Chapter 6."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(dest.parent, dest.name)

@@ -4,6 +4,8 @@ Introduced in chapter 6.
 """
 import torch
 
+__all__ = ["sample_next", "generate"]
+
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None, banned=()):
     """Draw one token id from logits (V,).

@@ -16,6 +16,9 @@ import math
 import torch
 from torch import nn
 
+__all__ = ["INIT_SCHEMES", "init_uniform_", "init_uniform_all_", "set_forget_bias", "forget_bias", "initialise_",
+           "unit_spread"]
+
 
 def init_uniform_(parameters, hidden_size):
     """Initialise every tensor in `parameters` from U(-1/sqrt(H), 1/sqrt(H)), as `nn.LSTMCell` does.

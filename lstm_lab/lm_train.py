@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from lstm_lab.checkpoint import checkpoint_configs, load_model_state
 from lstm_lab.config import ModelConfig, TrainConfig
-from lstm_lab.corpus import EOS, Vocab, batchify, bptt_windows, load_corpus, num_windows
+from lstm_lab.data.corpus import EOS, Vocab, batchify, bptt_windows, load_corpus, num_windows
 from lstm_lab.distributed import SINGLE, shard_streams, sum_over_ranks, unwrap
 from lstm_lab.generate import generate
 from lstm_lab.model import LanguageModel, count_parameters, detach_state
@@ -24,6 +24,9 @@ from lstm_lab.runs import open_run
 from lstm_lab.runtime import capture_cuda_graph
 from lstm_lab.train import (backward_and_step, best_epoch, fit, make_bar, new_run_state, perplexity, train_batch,
                             train_epoch)
+
+__all__ = ["lm_loss", "zaremba_lr", "next_lr", "WindowStep", "lm_epoch", "evaluate", "graph_size", "LanguageModelTask",
+           "train", "capture_train_step", "restore", "train_epoch_graphed", "train_window", "load_lm_run"]
 
 
 def lm_loss(logits, targets, sum_over_time=True):
@@ -40,14 +43,16 @@ def lm_loss(logits, targets, sum_over_time=True):
 
 
 def zaremba_lr(epoch, lr, decay_after, lr_decay):
-    """Learning rate of epoch `epoch` (1-based): lr for the first `decay_after` epochs, then x lr_decay per epoch."""
+    """Learning rate of epoch `epoch` (1-based): lr for the first `decay_after` epochs, then x lr_decay per epoch.
+    Chapter 6."""
     return lr * lr_decay ** max(epoch - decay_after, 0)
 
 
 def next_lr(config, epoch, lr, improved):
     """The learning rate for epoch `epoch` + 1 after finishing `epoch` at rate `lr`.
 
-    "zaremba": the fixed decay; "plateau": x lr_decay when the validation loss did not improve; "constant"."""
+    "zaremba": the fixed decay; "plateau": x lr_decay when the validation loss did not improve; "constant".
+    Chapter 6."""
     if config.schedule == "zaremba":
         return zaremba_lr(epoch + 1, config.lr, config.decay_after, config.lr_decay)
     if config.schedule == "plateau" and not improved:
@@ -338,7 +343,8 @@ def snapshot(model, optimizer, state):
 
 
 def restore(saved):
-    """Put back the values `snapshot` saved, in place, so anything that holds the tensors still sees them."""
+    """Put back the values `snapshot` saved, in place, so anything that holds the tensors still sees them.
+    Chapter 6."""
     with torch.no_grad():
         for tensor, values in saved:
             tensor.copy_(values)

@@ -36,6 +36,8 @@ from torch.nn.utils.rnn import PackedSequence
 from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype
 from lstm_lab.init import init_uniform_
 
+__all__ = ["lstm_layer", "autocast_dtype", "check_dropout", "LSTM"]
+
 
 def lstm_layer(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """Run one LSTM layer over a sequence.
@@ -136,7 +138,8 @@ def autocast_dtype(device_type, packed=False):
 
 
 def check_dropout(dropout, num_layers):
-    """Raise a ValueError unless dropout is a probability, as nn.LSTM does; warn if it can have no effect."""
+    """Raise a ValueError unless dropout is a probability, as nn.LSTM does; warn if it can have no effect.
+    Chapter 1."""
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
         raise ValueError(f"dropout must be a float probability in [0, 1], got {dropout!r} "
                          f"of type {type(dropout).__name__}")

@@ -2,16 +2,50 @@
 
 Introduced in chapter 6.
 """
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from lstm_lab.depth import TiedLayersLSTM
 from lstm_lab.init import init_uniform_all_
-from lstm_lab.lstm import LSTM
+from lstm_lab.lstm import LSTM, check_dropout
+
+__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "detach_state", "count_parameters"]
+
+
+class TiedLayersLSTM(nn.Module):
+    """A stacked LSTM whose layers above the first all use one set of weights: "what if the layers shared them?"
+
+    Layer 0 reads the input with its own (4H, I) and (4H, H) matrices; layers 1 .. L-1 each run the same
+    `upper` LSTM layer on the output of the one below (with dropout between layers, as nn.LSTM).  Each layer
+    still has its own state.  Same call as `nn.LSTM` for time-major tensors:
+        forward(x (T, B, I), hx=((L, B, H), (L, B, H)) or None) -> output (T, B, H), (h_n, c_n) (L, B, H)
+    Chapter 5."""
+
+    def __init__(self, input_size, hidden_size, num_layers, dropout=0.0):
+        super().__init__()
+        check_dropout(dropout, num_layers)
+        self.input_size, self.hidden_size, self.num_layers, self.dropout = input_size, hidden_size, num_layers, dropout
+        self.bottom = LSTM(input_size, hidden_size)
+        self.upper = LSTM(hidden_size, hidden_size) if num_layers > 1 else None  # one layer, used L - 1 times
+
+    def forward(self, x, hx=None):
+        if hx is None:
+            zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)  # (L, B, H)
+            hx = (zeros, zeros)
+        h_0, c_0 = hx
+        output, (h, c) = self.bottom(x, (h_0[:1], c_0[:1]))  # (T, B, H); state (1, B, H)
+        h_n, c_n = [h], [c]
+        for k in range(1, self.num_layers):
+            layer_input = F.dropout(output, self.dropout, self.training)  # between layers only
+            output, (h, c) = self.upper(layer_input, (h_0[k:k + 1], c_0[k:k + 1]))
+            h_n.append(h)
+            c_n.append(c)
+        return output, (torch.cat(h_n), torch.cat(c_n))
 
 
 def make_rnn(config):
     """The recurrent core a ModelConfig asks for: lstm_lab.LSTM ("lab") or torch.nn.LSTM ("torch"), or, with
-    tie_layers, lstm_lab.depth.TiedLayersLSTM (layers 2..L share their weights; chapter 5).
+    tie_layers, `TiedLayersLSTM` (layers 2..L share their weights; chapter 5).
 
     All take (T, B, embed_size) and a state ((L, B, H), (L, B, H)), and apply dropout between layers."""
     rnn_class = TiedLayersLSTM if config.tie_layers else {"lab": LSTM, "torch": nn.LSTM}[config.rnn]
@@ -55,10 +89,10 @@ class LanguageModel(nn.Module):
 
 
 def detach_state(state):
-    """The same state values cut from the graph of the previous window (truncated BPTT)."""
+    """The same state values cut from the graph of the previous window (truncated BPTT).  Chapters 4 and 6."""
     return tuple(s.detach() for s in state)
 
 
 def count_parameters(model):
-    """Number of distinct trainable scalars (a tied matrix counts once)."""
+    """Number of distinct trainable scalars (a tied matrix counts once).  Chapters 1, 5 and 6."""
     return sum(p.numel() for p in model.parameters())

@@ -13,9 +13,12 @@ One step, with a = W_ih x + b_ih + W_hh h + b_hh split into a_i, a_f, a_g, a_o:
 """
 import numpy as np
 
+__all__ = ["INPUTS", "sigmoid", "lstm_forward", "lstm_backward", "numerical_gradient", "relative_error",
+           "random_lstm_problem", "hand_gradients", "gradient_check"]
+
 
 def sigmoid(a):
-    """Logistic function 1 / (1 + exp(-a)), computed without overflow for large |a|."""
+    """Logistic function 1 / (1 + exp(-a)), computed without overflow for large |a|.  Chapters 1, 2 and 3."""
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
@@ -94,7 +97,7 @@ def numerical_gradient(f, array, eps=1e-6):
 
 
 def relative_error(a, b):
-    """||a - b|| / (||a|| + ||b||): 0 for equal arrays, about 1 for unrelated ones."""
+    """||a - b|| / (||a|| + ||b||): 0 for equal arrays, about 1 for unrelated ones.  Chapter 2."""
     denominator = np.linalg.norm(a) + np.linalg.norm(b)
     return 0.0 if denominator == 0 else float(np.linalg.norm(a - b) / denominator)
 

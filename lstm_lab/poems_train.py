@@ -20,14 +20,17 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.corpus import Vocab
+from lstm_lab.data.corpus import PAD, Vocab
+from lstm_lab.data.poems import FORMS, batches, check_form, load_poems, pad_batch, poem_form, poem_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
-from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, check_form, generate_poem, load_poems, masked_nll,
-                            pad_batch, poem_form, poem_vocab)
+from lstm_lab.poem_model import PoemLM, generate_poem, masked_nll
 from lstm_lab.runs import open_run, train_in_folder, train_run
 from lstm_lab.runtime import pick_device
 from lstm_lab.train import best_epoch, constant_lr, perplexity, train_epoch
+
+__all__ = ["OPTIMIZERS", "PoemsConfig", "make_optimizer", "poem_perplexity", "loss_curve", "PoemsTask", "train_poems",
+           "load_poems_model"]
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw")
 
@@ -77,7 +80,7 @@ class PoemsConfig:
 
 
 def make_optimizer(name, parameters, lr):
-    """The optimizer `name` (see OPTIMIZERS) over `parameters` at learning rate `lr`."""
+    """The optimizer `name` (see OPTIMIZERS) over `parameters` at learning rate `lr`.  Chapter 8."""
     if name in ("sgd", "momentum"):
         return torch.optim.SGD(parameters, lr=lr, momentum=0.9 if name == "momentum" else 0.0)
     return {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](parameters,
@@ -86,7 +89,7 @@ def make_optimizer(name, parameters, lr):
 
 @torch.no_grad()
 def poem_perplexity(model, poems, vocab, device=None, batch_size=256):
-    """Perplexity per character of `poems` (their characters and <eos>, never the padding)."""
+    """Perplexity per character of `poems` (their characters and <eos>, never the padding).  Chapter 8."""
     model.eval()
     device = device or next(model.parameters()).device
     total, count = 0.0, 0
@@ -119,7 +122,8 @@ def poems_epoch(model, poems, optimizer, config, epoch, vocab, progress=False):
 
 
 def loss_curve(losses, points=20):
-    """The training losses of an epoch averaged in `points` consecutive groups of batches (fewer if short)."""
+    """The training losses of an epoch averaged in `points` consecutive groups of batches (fewer if short).
+    Chapter 8."""
     size = max(1, math.ceil(len(losses) / points))
     return [sum(losses[k:k + size]) / len(losses[k:k + size]) for k in range(0, len(losses), size)]
 
@@ -248,7 +252,7 @@ def sample_poems(model, vocab, forms):
 def load_poems_model(out, device=None, weights="best"):
     """(model, vocabulary) of a trained run folder, in eval mode: by default at its best validation epoch.
 
-    RunError (one line) for a folder that holds no poem run, or whose files do not fit together."""
+    RunError (one line) for a folder that holds no poem run, or whose files do not fit together.  Chapter 8."""
     device = pick_device(device)
     checkpoint, chosen, tokens = open_run(out, device, "poems", weights)
     config = PoemsConfig(**checkpoint["config"]["poems"])

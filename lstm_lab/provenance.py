@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+__all__ = ["git_commit", "cpu_name", "provenance", "utc_now"]
+
 
 def git_commit(repo):
     """(HEAD commit, whether lstm_lab/ has uncommitted changes) of the repository at `repo`, or (None, None).
@@ -19,7 +21,7 @@ def git_commit(repo):
     Recorded results (lstm_lab/recorded/) are not code: a study writing its results there while it runs
     leaves the code it runs clean.
     A copy of a clean checkout sent to another machine (a remote GPU) names its commit in $LSTM_LAB_COMMIT:
-    when set, it is used, with no uncommitted changes, since the copy's .git (if any) may be stale."""
+    when set, it is used, with no uncommitted changes, since the copy's .git (if any) may be stale.  Chapter 3."""
     if os.environ.get("LSTM_LAB_COMMIT"):
         return os.environ["LSTM_LAB_COMMIT"], False
     try:
@@ -32,7 +34,7 @@ def git_commit(repo):
 
 
 def cpu_name():
-    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
+    """The CPU's model name from /proc/cpuinfo, else platform.processor().  Chapter 3."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -45,7 +47,8 @@ def cpu_name():
 def provenance(argv, device, code=None):
     """Where, when and how a result was produced: device, versions, commit, command, date, CPU and threads.
 
-    code: (commit, uncommitted changes) of the code that ran, as read when it was loaded (default: now)."""
+    code: (commit, uncommitted changes) of the code that ran, as read when it was loaded (default: now).
+    Chapters 3, 5, 7 and 9."""
     commit, dirty = code or git_commit(Path(__file__).resolve().parent.parent)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"device": f"{device} ({name})", "cpu": cpu_name(), "cpu_count": os.cpu_count(),
@@ -56,5 +59,5 @@ def provenance(argv, device, code=None):
 
 
 def utc_now():
-    """The date and time now, in UTC, as ISO 8601 to the second: how every recorded result is dated."""
+    """The date and time now, in UTC, as ISO 8601 to the second: how every recorded result is dated.  Chapter 3."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

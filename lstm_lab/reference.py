@@ -7,6 +7,8 @@ Introduced in chapter 2.
 import torch
 from torch import nn
 
+__all__ = ["NUMPY_NAMES", "autograd_gradients"]
+
 # nn.LSTM's parameter names for one layer, and the names lstm_lab.numpy_lstm uses for the same arrays
 NUMPY_NAMES = {"weight_ih_l0": "W_ih", "weight_hh_l0": "W_hh", "bias_ih_l0": "b_ih", "bias_hh_l0": "b_hh"}
 

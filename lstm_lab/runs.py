@@ -27,14 +27,18 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.checkpoint import (CheckpointError, atomic_save, atomic_write_json, checkpoint_best_epoch, checkpoint_configs,
-                                 checkpoint_kind, config_differences, load_checkpoint, load_model_state,
-                                 run_state_of, save_best, save_checkpoint, set_rng_state, tokens_sha256, with_epochs)
+from lstm_lab.checkpoint import (CheckpointError, atomic_save, atomic_write_json, checkpoint_best_epoch,
+                                 checkpoint_configs, checkpoint_kind, config_differences, load_checkpoint,
+                                 load_model_state, run_state_of, save_best, save_checkpoint, set_rng_state,
+                                 tokens_sha256, with_epochs)
 from lstm_lab.distributed import SINGLE, unwrap, wrap
 from lstm_lab.files import remove_stale_parts, try_lock
 from lstm_lab.provenance import provenance
 from lstm_lab.runtime import grad_scaler, seed_everything
 from lstm_lab.train import best_epoch, fit, new_run_state
+
+__all__ = ["COMMANDS", "RunError", "train_run", "train_in_folder", "RunRecorder", "read_checkpoint", "resumed_configs",
+           "resume_from", "restore_training", "same_weights", "load_best", "open_run"]
 
 LOCK_FILE = "train.lock"  # in the run folder; locked by the `train` writing there
 DAMAGED_CHECKPOINT_FIX = "delete it and run train again (the run restarts from epoch 1)"
@@ -42,7 +46,7 @@ COMMANDS = {"lm": "train", "poems": "poems train", "dates": "dates train"}  # th
 
 
 class RunError(Exception):
-    """A run folder that cannot be used as asked; the message says why and what to do."""
+    """A run folder that cannot be used as asked; the message says why and what to do.  Chapter 6."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,6 +67,7 @@ def train_run(task_class, configs, out, has_run, device, argv=(), results=None, 
     checkpoint = read_checkpoint(out / "checkpoint.pt", device, DAMAGED_CHECKPOINT_FIX) if has_run else None
     if checkpoint is not None:
         check_kind(out, checkpoint, task_class.kind)
+        check_resumable(out, checkpoint)
         configs = resumed_configs(out, checkpoint, configs, epochs)
     elif epochs is not None:
         configs = {name: with_epochs(config, epochs) for name, config in configs.items()}
@@ -93,7 +98,7 @@ def train_in_folder(out, resume, run):
     """run(has_run) a training that writes checkpoint.pt into `out`, holding the folder's lock the whole time:
     `check_out_dir` says whether there is a run to resume (a --resume in a folder whose run was killed before
     its first checkpoint starts afresh), and .part files of a killed run are removed first.  Every training
-    command (language model, poems, dates) goes through here."""
+    command (language model, poems, dates) goes through here.  Chapter 6."""
     out = Path(out)
     started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
     with run_lock(out):
@@ -107,7 +112,8 @@ class RunRecorder:
 
     The results JSON is the task's record (`task.results`) with the provenance of the latest session on top and
     a list of every session (a run resumed across machines or days keeps the command, commit and date of each
-    part, and the world size and backend it trained with).  With several ranks, only rank 0 has a recorder."""
+    part, and the world size and backend it trained with).  With several ranks, only rank 0 has a recorder.
+    Chapter 6."""
 
     def __init__(self, out, task, argv, device, results=None, resume=False, start_epoch=1, scaler=None,
                  world=SINGLE):
@@ -125,7 +131,7 @@ class RunRecorder:
         """Write the results JSON (to the run folder and to --results) with `extra` fields added."""
         session = {**provenance(self.argv, self.device, self.code), "date_started": self.started,
                    "start_epoch": self.start_epoch, "world_size": self.world.world_size, "backend": self.world.backend}
-        sessions = [s for s in self.sessions if s["date_started"] != self.started] + [session]
+        sessions = self.sessions + [session]  # the earlier sessions, read when this one started, then this one
         latest = {k: v for k, v in session.items() if k not in ("date_started", "start_epoch")}
         record = {"kind": self.task.kind, **self.task.results(run_state, model), **extra, **latest,
                   "sessions": sessions}
@@ -203,7 +209,7 @@ def check_out_dir(out, resume, started):
 
 
 def read_checkpoint(path, device, fix):
-    """load_checkpoint, with a missing or damaged file reported as a RunError that ends with `fix`."""
+    """load_checkpoint, with a missing or damaged file reported as a RunError that ends with `fix`.  Chapter 6."""
     if not path.is_file():
         raise RunError(f"{path} is missing; {fix}")
     try:
@@ -214,12 +220,24 @@ def read_checkpoint(path, device, fix):
 
 def check_kind(out, checkpoint, kind):
     """Raise RunError unless the run in `out` is of `kind` ("lm", "poems", "dates"), naming the command that
-    trained it."""
+    trained it, and was written in the one checkpoint format (a poems or dates run written before it cannot be
+    read: its vocabulary lived in the checkpoint)."""
     saved = checkpoint_kind(checkpoint)
     if saved != kind:
         raise RunError(f"{out} holds a run of `python -m lstm_lab {COMMANDS.get(saved, saved)}`, not of "
                        f"`python -m lstm_lab {COMMANDS[kind]}`: use that command's subcommands with it, or pick "
                        "another --out")
+    if "kind" not in checkpoint and kind != "lm":
+        raise RunError(f"{out} was written by an older lstm_lab, before every model's run folder had one format: "
+                       f"train it again in a new folder with `python -m lstm_lab {COMMANDS[kind]}`")
+
+
+def check_resumable(out, checkpoint):
+    """Raise RunError unless checkpoint.pt holds everything a resumed run restores (an older lstm_lab's may not)."""
+    missing = [key for key in ("rng", "optimizer", "best_valid", "best_epoch", "vocab_sha256") if key not in checkpoint]
+    if missing:
+        raise RunError(f"{out / 'checkpoint.pt'} was written by an older lstm_lab and lacks {', '.join(missing)}: "
+                       "it cannot be resumed exactly; start the run again in a new folder")
 
 
 def resumed_configs(out, checkpoint, requested, epochs=None, free=("epochs", "vocab_size")):
@@ -227,7 +245,7 @@ def resumed_configs(out, checkpoint, requested, epochs=None, free=("epochs", "vo
 
     requested: {name: config} as asked for now.  Every setting but those in `free` must be the saved one:
     otherwise RunError names the fields that differ.  A larger --epochs extends a run, finished or not; the
-    learning-rate schedule goes on from where it stopped."""
+    learning-rate schedule goes on from where it stopped.  Chapter 6."""
     saved = checkpoint_configs(checkpoint, {name: type(config) for name, config in requested.items()})
     differences = [d for name, config in requested.items() for d in config_differences(saved[name], config, free)]
     if differences:
@@ -251,8 +269,9 @@ def check_vocab(out, checkpoint, tokens, where):
     """Raise RunError unless `tokens` (a vocabulary as JSON) is the one checkpoint.pt was trained with."""
     sha256 = tokens_sha256(tokens)
     if sha256 != checkpoint["vocab_sha256"]:
-        raise RunError(f"{where} is not the vocabulary {out / 'checkpoint.pt'} was trained with ({token_count(tokens):,} "
-                       f"tokens, sha256 {sha256[:12]}; expected sha256 {checkpoint['vocab_sha256'][:12]})")
+        raise RunError(f"{where} is not the vocabulary {out / 'checkpoint.pt'} was trained with "
+                       f"({token_count(tokens):,} tokens, sha256 {sha256[:12]}; expected sha256 "
+                       f"{checkpoint['vocab_sha256'][:12]})")
 
 
 def token_count(tokens):
@@ -264,7 +283,7 @@ def resume_from(out, model, optimizer, checkpoint, scaler=None, leader=True):
     """`restore_training` from a run's checkpoint; returns the run state.
 
     leader: whether this process writes the run folder (always, but for ranks 1.. of a DDP run); it also puts
-    best.pt right if the run was killed before writing it (see `repair_best`)."""
+    best.pt right if the run was killed before writing it (see `repair_best`).  Chapter 6."""
     run_state = restore_training(model, optimizer, checkpoint, scaler)
     if leader:
         repair_best(out, checkpoint)
@@ -273,7 +292,7 @@ def resume_from(out, model, optimizer, checkpoint, scaler=None, leader=True):
 
 def restore_training(model, optimizer, checkpoint, scaler=None):
     """Load a checkpoint into model, optimizer and scaler (a GradScaler, float16 amp), restore the random
-    generators, and return the run state.  Writes nothing: every rank of a DDP run calls it."""
+    generators, and return the run state.  Writes nothing: every rank of a DDP run calls it.  Chapter 6."""
     load_model_state(model, checkpoint)
     optimizer.load_state_dict(checkpoint["optimizer"])
     if scaler is not None and checkpoint.get("scaler"):
@@ -313,7 +332,7 @@ def saved_best(path):
 
 
 def same_weights(a, b):
-    """Whether two state_dicts hold exactly the same tensors."""
+    """Whether two state_dicts hold exactly the same tensors.  Chapter 6."""
     return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
@@ -322,7 +341,8 @@ def same_weights(a, b):
 
 
 def load_best(model, path, expected=None):
-    """Load the weights of best.pt into `model`; returns the epoch they are from (checked to be `expected`)."""
+    """Load the weights of best.pt into `model`; returns the epoch they are from (checked to be `expected`).
+    Chapter 6."""
     best = read_checkpoint(Path(path), next(model.parameters()).device, "the best epoch's weights are lost")
     if expected is not None and best["epoch"] != expected:
         raise RunError(f"{path} holds epoch {best['epoch']}, but the run's best epoch is {expected}")

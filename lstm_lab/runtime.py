@@ -7,6 +7,9 @@ import sys
 import numpy as np
 import torch
 
+__all__ = ["pick_device", "check_device", "seed_everything", "amp_dtype", "autocast", "grad_scaler",
+           "capture_cuda_graph", "setup"]
+
 
 def on_colab():
     """True when running inside Google Colab."""
@@ -29,7 +32,7 @@ def pick_device(prefer=None):
 
 
 def check_device(name):
-    """torch.device(name) if this machine has that device, else ValueError saying what was expected."""
+    """torch.device(name) if this machine has that device, else ValueError saying what was expected.  Chapter 1."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -54,7 +57,7 @@ def check_cuda_device(device):
 
 
 def seed_everything(seed):
-    """Seed Python's, numpy's and PyTorch's (CPU and CUDA) random number generators."""
+    """Seed Python's, numpy's and PyTorch's (CPU and CUDA) random number generators.  Chapter 1."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -114,7 +117,7 @@ def capture_cuda_graph(fn, warmup=3, before_capture=None):
 def setup(seed=0, prefer=None):
     """Seed everything, pick the device, print one line saying what was chosen, and return the device.
 
-    Called from the first (hidden) cell of every chapter."""
+    Called from the first (hidden) cell of every chapter.  Chapters 1, 2, 3, 4, 5, 6, 7, 8 and 9."""
     seed_everything(seed)
     device = pick_device(prefer)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"

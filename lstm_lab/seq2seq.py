@@ -24,6 +24,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lstm_lab.cells import LSTMCell
 from lstm_lab.lstm import LSTM
 
+__all__ = ["SCORES", "Encoder", "LuongAttention", "Decoder", "Seq2Seq", "greedy_decode", "beam_search"]
+
 SCORES = ("dot", "general", "concat")
 
 
@@ -32,7 +34,7 @@ class Encoder(nn.Module):
 
     forward(src (S, B) ids padded with pad_id, lengths (B,)) -> memory (S, B, H), (h, c) each (B, H).
     hidden_size H is split between the two directions (H/2 each), so their concatenation has the
-    decoder's size; the decoder starts from [h_forward; h_backward] and [c_forward; c_backward]."""
+    decoder's size; the decoder starts from [h_forward; h_backward] and [c_forward; c_backward].  Chapter 9."""
 
     def __init__(self, vocab_size, embed_size, hidden_size, pad_id=0):
         super().__init__()
@@ -53,7 +55,7 @@ class LuongAttention(nn.Module):
 
     keys(memory (B, S, H)) -> what the scores compare h_t with, computed once per source (B, S, H).
     forward(h (B, H), memory (B, S, H), keys, mask (B, S) True on real positions) -> weights (B, S), context (B, H).
-    Padding gets weight exactly 0 (its score is -inf before the softmax)."""
+    Padding gets weight exactly 0 (its score is -inf before the softmax).  Chapter 9."""
 
     def __init__(self, hidden_size, score="general"):
         super().__init__()
@@ -91,7 +93,7 @@ class Decoder(nn.Module):
     """One output character per step: LSTMCell, then attention, then the output layer.
 
     step(y_prev (B,), state (h, c), h_tilde_prev (B, H), memory, keys, mask) ->
-        logits (B, V), state, h_tilde (B, H), weights (B, S) or None without attention."""
+        logits (B, V), state, h_tilde (B, H), weights (B, S) or None without attention.  Chapter 9."""
 
     def __init__(self, vocab_size, embed_size, hidden_size, score="general", input_feeding=True):
         super().__init__()
@@ -118,7 +120,7 @@ class Seq2Seq(nn.Module):
     """Encoder and decoder; score None (no attention), "dot", "general" or "concat".
 
     forward(src (S, B), lengths (B,), tgt_in (T, B)) -> logits (T, B, V), weights (T, B, S) or None:
-    teacher forcing, the decoder reads the true previous character at every step."""
+    teacher forcing, the decoder reads the true previous character at every step.  Chapter 9."""
 
     def __init__(self, src_vocab_size, tgt_vocab_size, embed_size=32, hidden_size=128, score="general",
                  input_feeding=True, pad_id=0):
@@ -152,7 +154,7 @@ class Seq2Seq(nn.Module):
 def greedy_decode(model, src, lengths, bos_id, eos_id, max_len):
     """The most likely character at every step, fed back in, until <eos> or max_len steps.
 
-    Returns tokens (B, max_len) (after <eos>: eos_id again) and weights (max_len, B, S) or None."""
+    Returns tokens (B, max_len) (after <eos>: eos_id again) and weights (max_len, B, S) or None.  Chapter 9."""
     state, h_tilde, memory, keys, mask = model.encode(src, lengths)
     y = torch.full((src.shape[1],), bos_id, dtype=torch.long, device=src.device)
     done = torch.zeros_like(y, dtype=torch.bool)
@@ -175,7 +177,7 @@ def beam_search(model, src, lengths, bos_id, eos_id, max_len, beam=4):
     One source at a time (its hypotheses are the batch).  A hypothesis that emits <eos> is finished; the
     search stops when no live hypothesis can beat the best finished one (log-probabilities only fall as a
     hypothesis grows) or after max_len steps.  Returns one token list per source, without <bos> and <eos>.
-    beam=1 is greedy decoding."""
+    beam=1 is greedy decoding.  Chapter 9."""
     results = []
     for b in range(src.shape[1]):
         length = int(lengths[b])

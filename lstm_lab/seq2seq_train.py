@@ -19,12 +19,15 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
+from lstm_lab.data.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.runs import open_run, train_in_folder, train_run
 from lstm_lab.runtime import pick_device
 from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, greedy_decode
 from lstm_lab.train import constant_lr, train_epoch
+
+__all__ = ["DatesConfig", "build_model", "dates_data", "dates_epoch", "decode", "accuracy", "translate_dates",
+           "is_real_date", "DatesTask", "train_dates", "load_dates_model"]
 
 TARGET_LEN = 10  # "YYYY-MM-DD"
 
@@ -53,7 +56,7 @@ class DatesConfig:
 
 
 def build_model(config, src_vocab, tgt_vocab):
-    """The Seq2Seq model a DatesConfig describes (seeded by config.seed)."""
+    """The Seq2Seq model a DatesConfig describes (seeded by config.seed).  Chapter 9."""
     torch.manual_seed(config.seed)
     score = None if config.score == "none" else config.score
     return Seq2Seq(len(src_vocab), len(tgt_vocab), config.embed_size, config.hidden_size, score,
@@ -61,7 +64,7 @@ def build_model(config, src_vocab, tgt_vocab):
 
 
 def dates_data(config):
-    """{"train", "valid", "test", "unseen"}: lists of examples for a config (the same for the same seed)."""
+    """{"train", "valid", "test", "unseen"}: lists of examples for a config (the same for the same seed).  Chapter 9."""
     sizes = {"train": config.train_size, "valid": config.valid_size, "test": config.test_size,
              "unseen": config.test_size}
     return {split: make_examples(split, n, config.seed) for split, n in sizes.items()}
@@ -87,7 +90,7 @@ def dates_epoch(model, examples, optimizer, config, epoch, src_vocab, tgt_vocab,
     """One pass over the examples in an order fixed by (seed, epoch), with teacher forcing.
 
     Returns `train_epoch`'s stats: "loss" (summed over the examples: divide by "examples" for the mean loss per
-    target character), "examples", "seconds"."""
+    target character), "examples", "seconds".  Chapter 9."""
     generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
     return train_epoch(model, shuffled_batches(examples, config.batch_size, generator),
                        partial(dates_step, src_vocab=src_vocab, tgt_vocab=tgt_vocab), optimizer, config.clip_norm,
@@ -106,7 +109,7 @@ def teacher_forced_loss(model, examples, src_vocab, tgt_vocab, batch_size=256):
 
 
 def decode(model, sources, src_vocab, tgt_vocab, device, beam=1, batch_size=256):
-    """The model's output string for each source string: greedy (beam=1) or beam search."""
+    """The model's output string for each source string: greedy (beam=1) or beam search.  Chapters 6 and 9."""
     model.eval()
     bos, eos = tgt_vocab.stoi[BOS], tgt_vocab.stoi[EOS]
     outputs = []
@@ -123,7 +126,8 @@ def decode(model, sources, src_vocab, tgt_vocab, device, beam=1, batch_size=256)
 
 
 def accuracy(model, examples, src_vocab, tgt_vocab, device, beam=1):
-    """{"exact": share of outputs equal to the target, "chars": share of target characters right in place}."""
+    """{"exact": share of outputs equal to the target, "chars": share of target characters right in place}.
+    Chapters 7 and 9."""
     outputs = decode(model, [source for source, *_ in examples], src_vocab, tgt_vocab, device, beam)
     targets = [target for _, target, *_ in examples]
     exact = sum(o == t for o, t in zip(outputs, targets)) / len(targets)
@@ -131,17 +135,19 @@ def accuracy(model, examples, src_vocab, tgt_vocab, device, beam=1):
     return {"exact": exact, "chars": chars}
 
 
-def translate_dates(model, texts, src_vocab, tgt_vocab, device="cpu", beam=1):
+def translate_dates(model, texts, src_vocab, tgt_vocab, device=None, beam=1):
     """ISO dates for strings a person typed; ValueError (one line) for text the model cannot read.
 
-    The model writes ten characters whatever it reads: `is_real_date` says whether they name a real date."""
+    device: where the model is (None: its parameters' device).  The model writes ten characters whatever it
+    reads: `is_real_date` says whether they name a real date.  Chapter 9."""
     for text in texts:
         check_source(text, src_vocab)
-    return decode(model, list(texts), src_vocab, tgt_vocab, torch.device(device), beam)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    return decode(model, list(texts), src_vocab, tgt_vocab, device, beam)
 
 
 def is_real_date(text):
-    """Whether text is a date in ISO 8601 form, YYYY-MM-DD, that exists (no 30 February)."""
+    """Whether text is a date in ISO 8601 form, YYYY-MM-DD, that exists (no 30 February).  Chapter 9."""
     try:
         return len(text) == TARGET_LEN and datetime.date.fromisoformat(text).isoformat() == text
     except ValueError:
@@ -226,7 +232,7 @@ def train_dates(config, out, device=None, resume=False, argv=(), results=None, p
 
 def load_dates_model(out, device=None, weights="last"):
     """(model, src_vocab, tgt_vocab) of a trained run folder, in eval mode: by default after its last epoch (what
-    its test results are of).  RunError (one line) for a folder that holds no date translator."""
+    its test results are of).  RunError (one line) for a folder that holds no date translator.  Chapter 9."""
     device = pick_device(device)
     checkpoint, chosen, _ = open_run(out, device, "dates", weights)
     config = DatesConfig(**{k: v for k, v in checkpoint["config"]["dates"].items()

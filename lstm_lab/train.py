@@ -26,6 +26,9 @@ from tqdm.auto import tqdm
 
 from lstm_lab.runtime import autocast
 
+__all__ = ["train_epoch", "train_batch", "backward_and_step", "scaled_backward_and_step", "perplexity", "make_bar",
+           "new_run_state", "best_epoch", "fit", "run_epoch", "constant_lr"]
+
 
 def train_epoch(model, batches, step, optimizer, clip_norm=0.0, amp=None, scaler=None, progress=False,
                 desc="train", postfix=None):
@@ -103,7 +106,7 @@ def perplexity(total_nll, num_tokens):
 
 
 def make_bar(total, desc, progress):
-    """A tqdm bar that works in notebooks and terminals; rare updates when writing to a log file."""
+    """A tqdm bar that works in notebooks and terminals; rare updates when writing to a log file.  Chapter 6."""
     interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
     return tqdm(total=total, desc=desc, disable=not progress, leave=False, mininterval=0.5 if interactive else 60)
 
@@ -121,7 +124,8 @@ def new_run_state(lr):
 
 
 def best_epoch(history):
-    """The epoch with the best validation number so far (the last one that improved it), or 0 if none did."""
+    """The epoch with the best validation number so far (the last one that improved it), or 0 if none did.
+    Chapter 8."""
     return max((r["epoch"] for r in history if r["improved"]), default=0)
 
 
@@ -149,7 +153,7 @@ def run_epoch(model, task, optimizer, run_state, scaler=None, progress=False):
     """Train one epoch at run_state["lr"], validate, advance run_state; returns the epoch's record.
 
     The record: epoch, lr, the task's training and validation numbers, whether the monitored number improved,
-    and the seconds spent training and validating."""
+    and the seconds spent training and validating.  Chapter 6."""
     epoch, lr = run_state["epoch"] + 1, run_state["lr"]
     for group in optimizer.param_groups:
         group["lr"] = lr

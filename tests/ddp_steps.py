@@ -11,8 +11,8 @@ import torch
 
 from lstm_lab.config import ModelConfig, TrainConfig
 from lstm_lab.distributed import start_process_group, stop_process_group, world_from_env, wrap
-from lstm_lab.model import LanguageModel
 from lstm_lab.lm_train import train
+from lstm_lab.model import LanguageModel
 
 MODEL = ModelConfig(vocab_size=20, embed_size=6, hidden_size=8, num_layers=2, dropout=0.0)
 # 3 windows of 5 steps over 4 streams (2 per rank); clip_norm small enough that every window is clipped

@@ -9,11 +9,11 @@ import torch
 from lstm_lab.checkpoint import load_checkpoint, save_checkpoint
 from lstm_lab.cli import main
 from lstm_lab.config import ModelConfig, TrainConfig
-from lstm_lab.corpus import batchify
+from lstm_lab.data.corpus import batchify
+from lstm_lab.lm_train import lm_epoch, lm_loss, train
 from lstm_lab.model import LanguageModel
 from lstm_lab.runs import restore_training
 from lstm_lab.runtime import grad_scaler
-from lstm_lab.lm_train import lm_epoch, lm_loss, train
 from lstm_lab.train import backward_and_step, new_run_state
 from test_run_folders import tiny, train_argv  # noqa: F401  (tiny: the fixture)
 

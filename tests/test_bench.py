@@ -7,10 +7,12 @@ import torch
 
 matplotlib.use("Agg")
 
-from lstm_lab import bench, cli  # noqa: E402
-from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, ladder, nn_lstm  # noqa: E402
-from lstm_lab.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
-                             library_kernel_times, matmul_operators, step_times, summarize, thread_times)
+from lstm_lab import cli  # noqa: E402
+from lstm_lab.experiments import bench  # noqa: E402
+from lstm_lab.experiments.ladder import OneDNNMatmul, TorchMatmul, ladder, nn_lstm  # noqa: E402
+from lstm_lab.experiments.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
+                                         library_kernel_times, matmul_operators, step_times, summarize,
+                                         thread_times)
 
 TINY = bench.SIZES["tiny"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_lab.cli import main
+from lstm_lab.cli import build_parser, main, requested_configs
 from lstm_lab.lm_train import load_lm_run
 
 SHARED = os.environ.get("LSTM_LAB_DATA")
@@ -43,7 +43,7 @@ def test_bad_names_and_values_are_rejected_with_the_choices(argv, choices, capsy
 
 def test_bench_forwards_its_arguments(monkeypatch):
     seen = []
-    monkeypatch.setattr("lstm_lab.bench.main", lambda argv=None: seen.append(argv) or 0)
+    monkeypatch.setattr("lstm_lab.experiments.bench.main", lambda argv=None: seen.append(argv) or 0)
     assert main(["bench", "--quick", "--out", "x.json"]) == 0
     assert seen == [["--quick", "--out", "x.json"]]
 
@@ -218,12 +218,16 @@ def test_corpus_and_text_file_do_not_go_together(tmp_path, capsys):
 
 
 @needs_data
-def test_train_on_wikitext_2(tmp_path, capsys):
+def test_train_on_another_registered_corpus(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "smoke", "--corpus", "wikitext-2", "--epochs", "1", "--max-batches", "3",
-                 "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["train", "--preset", "smoke", "--corpus", "tinyshakespeare", "--level", "char", "--epochs", "1",
+                 "--max-batches", "3", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["corpus"] == "wikitext-2" and results["model_config"]["vocab_size"] == 33_278
+    assert results["corpus"] == "tinyshakespeare" and results["model_config"]["vocab_size"] == 65
+    assert results["data"].startswith("tinyshakespeare/input.txt split by lines: lines 1-36,000 train (90%)")
     capsys.readouterr()
     assert main(["evaluate", "--out", str(out), "--split", "valid", "--batch-size", "64", "--device", "cpu"]) == 0
     assert "valid perplexity" in capsys.readouterr().out
+    args = build_parser().parse_args(["train", "--preset", "zaremba-small", "--corpus", "wikitext-2", "--out", "x"])
+    args.device = torch.device("cpu")
+    assert requested_configs(args)[1].corpus == "wikitext-2"  # WikiText-2 itself loads in tests/test_texts.py

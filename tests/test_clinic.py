@@ -3,11 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from lstm_lab.clinic import (SavedTensorMeter, StudentLM, anomaly_trace, batch_first_report, preallocated_layer,
-                             run_windows, train_lm, two_layer_lstm, unregistered_tensors)
 from lstm_lab.config import ModelConfig
-from lstm_lab.corpus import batchify
-from lstm_lab.ladder import assert_same_as_nn_lstm, lstm_weights
+from lstm_lab.data.corpus import batchify
+from lstm_lab.experiments.clinic import (SavedTensorMeter, StudentLM, anomaly_trace, batch_first_report,
+                                         preallocated_layer, run_windows, train_lm, two_layer_lstm,
+                                         unregistered_tensors)
+from lstm_lab.experiments.ladder import assert_same_as_nn_lstm, lstm_weights
 from lstm_lab.lstm import lstm_layer
 from lstm_lab.model import LanguageModel
 

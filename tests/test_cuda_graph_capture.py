@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-from lstm_lab import bench
+from lstm_lab.experiments import bench
 from lstm_lab.runtime import capture_cuda_graph
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,5 @@
-"""lstm_lab.data and lstm_lab.corpus: checked lookup and download, vocabularies, batchify and BPTT windows."""
+"""lstm_lab.data.download and lstm_lab.data.corpus: checked lookup and download, vocabularies, batchify and BPTT
+windows."""
 import contextlib
 import functools
 import hashlib
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_lab import data, files
-from lstm_lab.corpus import Vocab, batchify, bptt_windows, char_tokens, num_windows, word_tokens
-from lstm_lab.manifest import FILES, FileSpec, tang_raw_specs
+from lstm_lab import files
+from lstm_lab.data import download
+from lstm_lab.data.corpus import Vocab, batchify, bptt_windows, char_tokens, num_windows, word_tokens
+from lstm_lab.data.manifest import FILES, FileSpec, tang_raw_specs
 
 SHARED = os.environ.get("LSTM_LAB_DATA")
 needs_data = pytest.mark.skipif(not (SHARED and (Path(SHARED) / "ptb" / "train.txt").is_file()),
@@ -82,8 +84,8 @@ def test_checksum_mismatch_names_file_hashes_and_fix(tmp_path):
     bad = tmp_path / spec.path
     bad.parent.mkdir(parents=True)
     bad.write_text("not penn treebank\n")
-    with pytest.raises(data.ChecksumError) as info:
-        data.find_file(spec, [tmp_path], allow_download=False)
+    with pytest.raises(download.ChecksumError) as info:
+        download.find_file(spec, [tmp_path], allow_download=False)
     message = str(info.value)
     assert str(bad) in message and spec.sha256 in message
     assert hashlib.sha256(b"not penn treebank\n").hexdigest() in message
@@ -92,8 +94,8 @@ def test_checksum_mismatch_names_file_hashes_and_fix(tmp_path):
 
 def test_missing_file_offline_raises_with_instructions(tmp_path):
     spec = FILES["ptb/test.txt"]
-    with pytest.raises(data.DataNotFoundError) as info:
-        data.find_file(spec, [tmp_path / "a", tmp_path / "b"], allow_download=False)
+    with pytest.raises(download.DataNotFoundError) as info:
+        download.find_file(spec, [tmp_path / "a", tmp_path / "b"], allow_download=False)
     message = str(info.value)
     assert "ptb/test.txt" in message and spec.sha256 in message and spec.url in message
     assert str(tmp_path / "a" / "ptb" / "test.txt") in message
@@ -104,13 +106,13 @@ def test_lookup_order_prefers_first_folder(tmp_path):
     for name in ("first", "second"):
         (tmp_path / name / "toy").mkdir(parents=True)
         (tmp_path / name / spec.path).write_bytes(PAYLOAD)
-    assert data.find_file(spec, [tmp_path / "first", tmp_path / "second"]) == tmp_path / "first" / spec.path
-    assert data.data_dirs(tmp_path / "env", repo_data=tmp_path / "repo") == [tmp_path / "env", tmp_path / "repo"]
+    assert download.find_file(spec, [tmp_path / "first", tmp_path / "second"]) == tmp_path / "first" / spec.path
+    assert download.data_dirs(tmp_path / "env", repo_data=tmp_path / "repo") == [tmp_path / "env", tmp_path / "repo"]
 
 
 def test_download_from_local_server(server, tmp_path):
     spec = spec_for(PAYLOAD, url=f"{server}/file.txt")
-    path = data.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+    path = download.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
     assert path == tmp_path / "dl" / "toy" / "file.txt"
     assert path.read_bytes() == PAYLOAD
     assert leftovers(tmp_path / "dl") == ["file.txt"]  # no temporary file left behind
@@ -118,28 +120,28 @@ def test_download_from_local_server(server, tmp_path):
 
 def test_corrupt_download_leaves_nothing(server, tmp_path):
     wrong = FileSpec("toy/file.txt", len(PAYLOAD), "0" * 64, f"{server}/file.txt")
-    with pytest.raises(data.ChecksumError) as info:
-        data.find_file(wrong, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+    with pytest.raises(download.ChecksumError) as info:
+        download.find_file(wrong, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
     assert "0" * 64 in str(info.value) and hashlib.sha256(PAYLOAD).hexdigest() in str(info.value)
     assert leftovers(tmp_path / "dl") == []
 
 
 def test_failed_download_leaves_nothing(server, tmp_path):
     missing = spec_for(PAYLOAD, url=f"{server}/no-such-file.txt")
-    with pytest.raises(data.DataNotFoundError, match="no-such-file"):
-        data.find_file(missing, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+    with pytest.raises(download.DataNotFoundError, match="no-such-file"):
+        download.find_file(missing, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
     assert leftovers(tmp_path / "dl") == []
 
 
 @pytest.mark.parametrize("path", ["/sized", "/unsized"])
 def test_a_broken_connection_says_how_many_bytes_arrived(breaking_server, tmp_path, path):
     spec = spec_for(PAYLOAD, url=breaking_server + path)  # /unsized: the size expected comes from the spec
-    with pytest.raises(data.IncompleteDownloadError) as info:
-        data.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+    with pytest.raises(download.IncompleteDownloadError) as info:
+        download.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
     message = str(info.value)
     assert f"the connection broke while downloading {spec.url}: 1,000 of {len(PAYLOAD):,} bytes arrived" in message
     assert str(tmp_path / "dl" / spec.path) in message and "wrong version" not in message
-    assert isinstance(info.value, data.DataNotFoundError)
+    assert isinstance(info.value, download.DataNotFoundError)
     assert leftovers(tmp_path / "dl") == []
 
 
@@ -154,7 +156,7 @@ def test_stale_part_files_are_removed_by_the_next_write(server, tmp_path):
     with open(folder / ".file.txt.busy9999.part", "wb") as busy:
         assert files.try_lock(busy)  # a live writer holds it
         spec = spec_for(PAYLOAD, url=f"{server}/file.txt")
-        data.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
+        download.find_file(spec, [tmp_path / "nowhere"], download_dir=tmp_path / "dl", progress=False)
         assert leftovers(folder) == [".file.txt.busy9999.part", ".other.txt.dead5678.part", "file.txt"]
     files.write_atomically(folder / "other.txt", lambda f: f.write(b"x"))
     files.remove_stale_parts(folder)
@@ -163,11 +165,11 @@ def test_stale_part_files_are_removed_by_the_next_write(server, tmp_path):
 
 def test_lstm_lab_data_naming_a_missing_folder_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LSTM_LAB_DATA", str(tmp_path / "no-such-folder"))
-    with pytest.raises(data.DataNotFoundError) as info:
-        data.fetch("ptb", allow_download=False, progress=False)
+    with pytest.raises(download.DataNotFoundError) as info:
+        download.fetch("ptb", allow_download=False, progress=False)
     assert f"$LSTM_LAB_DATA is {tmp_path / 'no-such-folder'}, which is not a folder" in str(info.value)
     monkeypatch.setenv("LSTM_LAB_DATA", str(tmp_path))
-    assert data.data_dirs()[0] == tmp_path  # an existing folder is searched first, as before
+    assert download.data_dirs()[0] == tmp_path  # an existing folder is searched first, as before
 
 
 def test_batchify_layout_matches_docstring():
@@ -205,7 +207,7 @@ def test_tang_derivation_on_synthetic_json():
                         {"paragraphs": ["", " "], "title": "empty", "author": "a"}], ensure_ascii=False)
     second = json.dumps([{"paragraphs": ["举头 望明月，\t低头思故乡。"], "title": "t", "author": "b"}],
                         ensure_ascii=False)
-    assert data.derive_tang_poems([first, second]) == ["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]
+    assert download.derive_tang_poems([first, second]) == ["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]
 
 
 def test_tang_specs_are_the_58_pinned_files():
@@ -217,14 +219,14 @@ def test_tang_specs_are_the_58_pinned_files():
 @needs_data
 def test_tang_poems_rebuilt_from_raw_match_pinned_hash(tmp_path):
     spec = FILES["tang/poems.txt"]
-    path = data.build_tang_poems([Path(SHARED)], tmp_path, spec, allow_download=False, progress=False)
+    path = download.build_tang_poems([Path(SHARED)], tmp_path, spec, allow_download=False, progress=False)
     assert path == tmp_path / spec.path and files.sha256_of(path) == spec.sha256
     assert leftovers(tmp_path) == ["poems.txt"]
 
 
 @needs_data
 def test_ptb_counts_match_the_paper():
-    from lstm_lab.corpus import load_corpus
+    from lstm_lab.data.corpus import load_corpus
     corpus = load_corpus("ptb", allow_download=False, progress=False)
     assert len(corpus.vocab) == 10_000
     assert {k: v.numel() for k, v in corpus.splits.items()} == {"train": 929_589, "valid": 73_760, "test": 82_430}
@@ -232,4 +234,4 @@ def test_ptb_counts_match_the_paper():
 
 def test_unknown_corpus_lists_choices():
     with pytest.raises(ValueError, match="ptb, wikitext-2, tang, tinyshakespeare"):
-        data.fetch("penn")
+        download.fetch("penn")

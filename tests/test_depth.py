@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from lstm_lab.cli import build_parser, requested_configs
-from lstm_lab.clinic import SteppedTwoLayerLSTM
 from lstm_lab.config import ModelConfig
-from lstm_lab.depth import (DEPTH_PRESET, DEPTH_STUDY, TiedLayersLSTM, equal_parameter_hidden, lstm_parameters,
-                            tied_layers_parameters)
-from lstm_lab.gradflow import gradient_norms_by_layer, layer_states
+from lstm_lab.experiments.clinic import SteppedTwoLayerLSTM
+from lstm_lab.experiments.depth import (DEPTH_PRESET, DEPTH_STUDY, equal_parameter_hidden, lstm_parameters,
+                                        tied_layers_parameters)
+from lstm_lab.experiments.gradflow import gradient_norms_by_layer, layer_states
 from lstm_lab.lstm import LSTM
+from lstm_lab.model import TiedLayersLSTM
 from lstm_lab.model import LanguageModel, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import torch
 from ddp_steps import TRAINING, tiny_run
 from lstm_lab.checkpoint import load_checkpoint
 from lstm_lab.cli import main
-from lstm_lab.corpus import batchify
+from lstm_lab.data.corpus import batchify
 from lstm_lab.distributed import SINGLE, World, shard_streams, world_from_env
 from lstm_lab.lm_train import load_lm_run, lm_loss, train
 from test_run_folders import tiny, train_argv  # noqa: F401  (tiny: the fixture)

@@ -1,9 +1,10 @@
-"""lstm_lab.epoch_time: report 000's loop and its fixes train the same windows; the projection adds up growth."""
+"""lstm_lab.experiments.epoch_time: report 000's loop and its fixes train the same windows; the projection adds up
+growth."""
 import pytest
 import torch
 
-from lstm_lab.corpus import batchify
-from lstm_lab.epoch_time import LOOP_VARIANTS, LoopRunner, loop_model, project_epoch, time_variants
+from lstm_lab.data.corpus import batchify
+from lstm_lab.experiments.epoch_time import LOOP_VARIANTS, LoopRunner, loop_model, project_epoch, time_variants
 from lstm_lab.lm_train import graph_size
 
 

@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from lstm_lab import LSTM
-from lstm_lab.compiling import count_compilations, window_lengths
-from lstm_lab.corpus import batchify, bptt_windows
-from lstm_lab.packing import forward_backward_candidates, last_states_alone, padded_batch, run_packed
-from lstm_lab.plots import plot_packed_layout
+from lstm_lab.book.plots import plot_packed_layout
 from lstm_lab.config import ModelConfig, TrainConfig
+from lstm_lab.data.corpus import batchify, bptt_windows
+from lstm_lab.experiments.compiling import count_compilations, window_lengths
+from lstm_lab.experiments.packing import forward_backward_candidates, last_states_alone, padded_batch, run_packed
+from lstm_lab.experiments.throughput import build_variants, make_step, measure
+from lstm_lab.experiments.timing import cuda_event_ms, time_call
 from lstm_lab.model import LanguageModel
-from lstm_lab.throughput import build_variants, make_step, measure
-from lstm_lab.timing import cuda_event_ms, time_call
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -132,18 +132,18 @@ def test_throughput_rows_are_words_per_second_against_nn_lstm():
 
 
 def test_the_throughput_command_writes_results_with_provenance(tmp_path, capsys):
-    from lstm_lab.throughput import main
+    from lstm_lab.experiments.throughput import main
     out = tmp_path / "throughput.json"
     argv = ["--device", "cpu", "--sizes", "zaremba-small", "--repeats", "1", "--no-compile", "--json", str(out)]
     assert main(argv) == 0
     record = json.loads(out.read_text())
-    assert record["provenance"]["command"].startswith("python -m lstm_lab.throughput --device cpu")
+    assert record["provenance"]["command"].startswith("python -m lstm_lab.experiments.throughput --device cpu")
     assert set(record["results"]["zaremba-small"]) == {"nn.LSTM", "lstm_lab.LSTM", "nn.LSTM, AMP"}
     assert "words/s" in capsys.readouterr().out
 
 
 def test_the_throughput_command_rejects_a_repeat_count_below_one(capsys):
-    from lstm_lab.throughput import main
+    from lstm_lab.experiments.throughput import main
     with pytest.raises(SystemExit) as exit_info:
         main(["--repeats", "0"])
     assert exit_info.value.code == 2

@@ -1,4 +1,4 @@
-"""lstm_lab.gradflow: the tanh RNN, forget-bias surgery, and gradient norms through time."""
+"""lstm_lab.experiments.gradflow: the tanh RNN, forget-bias surgery, and gradient norms through time."""
 import math
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from lstm_lab import LSTM, LSTMCell
-from lstm_lab.gradflow import (decay_per_step, forget_gate_activations, geometric_mean, gradient_norms_over_seeds,
-                               gradient_norms_through_time, tanh_rnn_layer)
+from lstm_lab.experiments.gradflow import (decay_per_step, forget_gate_activations, geometric_mean,
+                                           gradient_norms_over_seeds, gradient_norms_through_time, tanh_rnn_layer)
 from lstm_lab.init import forget_bias, set_forget_bias
 
 
@@ -134,8 +134,8 @@ def test_geometric_mean_averages_in_log_space():
 
 
 def test_every_initialisation_lives_in_lstm_lab_init():
-    import lstm_lab.cells, lstm_lab.gradflow, lstm_lab.model
-    for module in (lstm_lab.cells, lstm_lab.gradflow, lstm_lab.model):
+    import lstm_lab.cells, lstm_lab.experiments.gradflow, lstm_lab.model
+    for module in (lstm_lab.cells, lstm_lab.experiments.gradflow, lstm_lab.model):
         defined = {name for name, obj in vars(module).items()
                    if callable(obj) and getattr(obj, "__module__", None) == module.__name__}
         assert not {n for n in defined if "init" in n or "forget_bias" in n} - {"__init__"}, module.__name__

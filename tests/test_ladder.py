@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from lstm_lab.ladder import (LSTMFunction, assert_same_as_nn_lstm, bptt_layer, compare_with_nn_lstm, compiled_layer,
-                             ladder, layer_inputs, lstm_weights, make_problem, rung)
-import lstm_lab.ladder as ladder_module
-from lstm_lab.bench import forward_backward
-from lstm_lab.compiling import count_compilations
+import lstm_lab.experiments.ladder as ladder_module
+from lstm_lab.experiments.bench import forward_backward
+from lstm_lab.experiments.compiling import count_compilations
+from lstm_lab.experiments.ladder import (LSTMFunction, assert_same_as_nn_lstm, bptt_layer, compare_with_nn_lstm,
+                                         compiled_layer, ladder, layer_inputs, lstm_weights, make_problem, rung)
 from lstm_lab.lstm import LSTM, lstm_layer
 
 SIZES = [  # seq_len 1, batch 1, one to three layers, input_size != hidden_size

@@ -61,7 +61,10 @@ def test_the_api_page_has_a_section_for_every_module():
     cells = json.loads((ROOT / "appendix" / "api.ipynb").read_text())["cells"]
     sources = [("".join(c["source"]), c["cell_type"]) for c in cells]
     headings = [source for source, kind in sources if kind == "markdown" and source.startswith("## ")]
-    modules = sorted(m.name for m in pkgutil.iter_modules(lstm_lab.__path__) if not m.name.startswith("_"))
+    folders = ["", "data", "experiments", "book"]  # the core first, then the folders in the order of their layers
+    modules = sorted((m.name[len("lstm_lab."):] for m in pkgutil.walk_packages(lstm_lab.__path__, "lstm_lab.")
+                      if not m.ispkg and not m.name.rsplit(".", 1)[-1].startswith("_")),
+                     key=lambda name: (folders.index(name.rpartition(".")[0]), name))
     assert headings == [f"## `lstm_lab.{name}`" for name in modules]
     calls = [source for source, kind in sources if kind == "code" and "module_reference(" in source]
     assert calls == [f'module_reference(importlib.import_module("lstm_lab.{name}"))' for name in modules]

@@ -1,14 +1,14 @@
-"""lstm_lab.plots: the figures return what they drew."""
+"""lstm_lab.book.plots: the figures return what they drew."""
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lstm_lab.plots import (plot_attention, plot_batchify_layout, plot_gradient_norms,  # noqa: E402
-                            plot_layer_gradients, plot_memory_trace, plot_recorded_runs, plot_relative_errors,
-                            plot_learning_rate_search, plot_seed_curves, plot_stacked_lstm)
-from lstm_lab.records import load_recorded  # noqa: E402
+from lstm_lab.book.plots import (plot_attention, plot_batchify_layout, plot_gradient_norms,  # noqa: E402
+                                 plot_layer_gradients, plot_memory_trace, plot_recorded_runs, plot_relative_errors,
+                                 plot_learning_rate_search, plot_seed_curves, plot_stacked_lstm)
+from lstm_lab.experiments.records import load_recorded  # noqa: E402
 
 
 def test_plot_memory_trace_draws_c_and_optionally_h():

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
+from lstm_lab.data.corpus import PAD
+from lstm_lab.data.poems import (FORMS, batches, encode_poem, load_poems, pad_batch, pad_fixed, padding_share,
+                                 poem_form, poem_split, poem_vocab)
 from lstm_lab.generate import sample_next
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
+from lstm_lab.poem_model import PoemLM, batching_candidates, generate_poem, masked_nll
 from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
-from lstm_lab.poems import (FORMS, PAD, PoemLM, batches, batching_candidates, encode_poem, generate_poem, load_poems, masked_nll,
-                            pad_batch, pad_fixed, padding_share, poem_form, poem_split, poem_vocab)
 
 QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
 POEMS = [QUATRAIN, "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓，处处闻啼鸟。",

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from lstm_lab.cli import build_parser
-from lstm_lab.poems_study import (MAX_STEPS, STUDY_OPTIONS, init_name, learning_rate, optimizer_table, run_name,
-                                  search_steps, study_jobs)
+from lstm_lab.experiments.poems_study import (MAX_STEPS, STUDY_OPTIONS, init_name, learning_rate, optimizer_table,
+                                              run_name, search_steps, study_jobs)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import torch
 from lstm_lab import cli, lm_train
 from lstm_lab.checkpoint import load_checkpoint
 from lstm_lab.cli import main
-from lstm_lab.corpus import Corpus, Vocab
+from lstm_lab.data.corpus import Corpus, Vocab
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lstm_lab.experiments.records import (comparison_rows, describe_sessions, load_recorded, load_runs, load_seeds,
+                                          mean_and_spread, recorded_names, seeds_row)
 from lstm_lab.provenance import git_commit
-from lstm_lab.records import (comparison_rows, describe_sessions, load_recorded, load_runs, load_seeds, mean_and_spread,
-                           recorded_names, seeds_row)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from lstm_lab.cli import main
-from lstm_lab.dates import (SPLITS, TRAIN_FORMATS, UNSEEN_FORMATS, check_source, encode_batch, make_examples,
-                            render, source_vocab, split_dates, split_of, target_vocab)
-from lstm_lab.seq2seq import SCORES, Encoder, LuongAttention, Seq2Seq, beam_search, greedy_decode
+from lstm_lab.data.dates import (SPLITS, TRAIN_FORMATS, UNSEEN_FORMATS, check_source, encode_batch, make_examples,
+                                 render, source_vocab, split_dates, split_of, target_vocab)
 from lstm_lab.runs import RunError
+from lstm_lab.seq2seq import SCORES, Encoder, LuongAttention, Seq2Seq, beam_search, greedy_decode
 from lstm_lab.seq2seq_train import DatesConfig, accuracy, is_real_date, load_dates_model, train_dates
 
 STRPTIME = {"d": "%d", "dd": "%d", "o": "%d", "m": "%m", "mm": "%m", "B": "%B", "b": "%b", "A": "%A", "a": "%a",

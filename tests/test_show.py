@@ -1,8 +1,8 @@
 """The display helpers chapters use to show package code, tables and the API reference."""
 import lstm_lab.cells
+from lstm_lab.book.show import declaration, module_reference, public_members, show_source, show_table
 from lstm_lab.cells import cell_update
-from lstm_lab.ladder import CPP_SOURCE
-from lstm_lab.show import declaration, module_reference, public_members, show_source, show_table
+from lstm_lab.experiments.ladder import CPP_SOURCE
 
 
 def test_show_source_is_the_package_source_as_python():

@@ -1,4 +1,4 @@
-"""lstm_lab.corpus.load_corpus on any text: registered corpora, a student's own file or folder, word or character
+"""lstm_lab.data.corpus.load_corpus on any text: registered corpora, a student's own file or folder, word or character
 level, the contiguous line split, <unk> for what train lacks, and one clear error for every bad input."""
 import hashlib
 import os
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_lab import dates, poems
-from lstm_lab.corpus import (BOS, EOS, PAD, UNK, Corpus, Vocab, char_tokens, load_corpus, split_lines,
-                             train_vocab, word_tokens)
-from lstm_lab.data import DataNotFoundError, files_sha256, text_files
+from lstm_lab.data import dates, poems
+from lstm_lab.data.corpus import (BOS, EOS, PAD, UNK, Corpus, Vocab, char_tokens, load_corpus, split_lines,
+                                  train_vocab, word_tokens)
+from lstm_lab.data.download import DataNotFoundError, files_sha256, text_files
 
 SHARED = os.environ.get("LSTM_LAB_DATA")
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from lstm_lab.checkpoint import (CheckpointError, load_checkpoint, load_model_state, run_state_of, save_checkpoint,
                                  set_rng_state)
 from lstm_lab.config import ModelConfig, TrainConfig, preset
-from lstm_lab.corpus import Vocab, batchify, bptt_windows
+from lstm_lab.data.corpus import Vocab, batchify, bptt_windows
 from lstm_lab.generate import generate, sample_next
+from lstm_lab.lm_train import evaluate, graph_size, lm_epoch, lm_loss, train, train_epoch_graphed, zaremba_lr
 from lstm_lab.model import LanguageModel, count_parameters, detach_state
-from lstm_lab.lm_train import (evaluate, graph_size, lm_epoch, lm_loss, train, train_epoch_graphed, zaremba_lr)
 from lstm_lab.train import best_epoch, new_run_state, perplexity, train_epoch
 
 

@@ -1,4 +1,4 @@
-"""lstm_lab.widgets: the gate explorer's arithmetic, the explorer, and its picture for pages with no kernel."""
+"""lstm_lab.book.widgets: the gate explorer's arithmetic, the explorer, and its picture for pages with no kernel."""
 import base64
 import math
 import subprocess
@@ -10,8 +10,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from lstm_lab.widgets import (gate_explorer, half_life, memory_grid, memory_trace, picture_html,  # noqa: E402
-                              write_pulse)
+from lstm_lab.book.widgets import (gate_explorer, half_life, memory_grid, memory_trace, picture_html,  # noqa: E402
+                                   write_pulse)
 
 
 def test_memory_trace_follows_the_cell_recurrence_by_hand():
@@ -67,7 +67,7 @@ def test_memory_grid_has_one_panel_per_setting():
 
 
 def test_importing_the_package_does_not_import_ipywidgets():
-    code = "import sys, lstm_lab, lstm_lab.widgets; assert 'ipywidgets' not in sys.modules"
+    code = "import sys, lstm_lab, lstm_lab.book.widgets; assert 'ipywidgets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,4 +1,4 @@
-"""Run chapter 5's depth study: every configuration of `lstm_lab.depth.DEPTH_STUDY` for every seed.
+"""Run chapter 5's depth study: every configuration of `lstm_lab.experiments.depth.DEPTH_STUDY` for every seed.
 
     python tools/depth_study.py                       # all of it, one run at a time, on the CPU
     python tools/depth_study.py --workers 2           # two runs side by side (one thread each)
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from study_runner import REPO, is_complete, make_folders, run_jobs  # noqa: E402
-from lstm_lab.depth import DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, result_name  # noqa: E402
+from lstm_lab.experiments.depth import DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, result_name  # noqa: E402
 
 
 CORE_SIZINGS = ("equal width", "equal parameters", "dropout")  # every seed of these first, then the others

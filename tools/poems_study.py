@@ -1,4 +1,4 @@
-"""Run chapter 8's optimizer and initialisation studies (see lstm_lab.poems_study for the rules).
+"""Run chapter 8's optimizer and initialisation studies (see lstm_lab.experiments.poems_study for the rules).
 
     python tools/poems_study.py                       # every run, two side by side, on the CPU
     python tools/poems_study.py --workers 1
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from study_runner import REPO, make_folders, run_jobs  # noqa: E402
-from lstm_lab.poems_study import POEMS_RECORDED, STUDY_OPTIONS, study_jobs  # noqa: E402
-from lstm_lab.records import load_results_folder  # noqa: E402
+from lstm_lab.experiments.poems_study import POEMS_RECORDED, STUDY_OPTIONS, study_jobs  # noqa: E402
+from lstm_lab.experiments.records import load_results_folder  # noqa: E402
 
 
 def main(argv=None):

@@ -25,8 +25,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from lstm_lab.provenance import provenance, utc_now  # noqa: E402  (the repository's package, not an installed copy)
 from lstm_lab.checkpoint import atomic_write_json  # noqa: E402
+from lstm_lab.provenance import provenance, utc_now  # noqa: E402  (the repository's package, not an installed copy)
 from lstm_lab.runtime import pick_device  # noqa: E402
 
 

@@ -19,7 +19,9 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lstm_lab.plots import plot_memory_trace
+from lstm_lab.book.plots import plot_memory_trace
+
+__all__ = ["write_pulse", "memory_trace", "half_life", "memory_grid", "picture_html", "gate_explorer"]
 
 
 def write_pulse(seq_len, start=5, length=5, value=1.0):

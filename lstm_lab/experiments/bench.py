@@ -1,11 +1,11 @@
-"""The speed-ladder benchmark: forward + backward of every rung of `lstm_lab.ladder`, against nn.LSTM.
+"""The speed-ladder benchmark: forward + backward of every rung of `lstm_lab.experiments.ladder`, against nn.LSTM.
 
     python -m lstm_lab bench --json lstm_lab/recorded/bench-cpu.json       # the default size sets
     python -m lstm_lab bench --sizes ptb-small --repeats 5 --no-compile    # quicker
-    python -m lstm_lab.bench ...                                           # the same, directly
+    python -m lstm_lab.experiments.bench ...                                           # the same, directly
 
 All rungs run in one process on the same weights and input, timed round-robin (see
-`lstm_lab.timing`), with warm-up and, on a GPU, synchronisation and TF32 set alike for every rung.
+`lstm_lab.experiments.timing`), with warm-up and, on a GPU, synchronisation and TF32 set alike for every rung.
 The result is a JSON-ready dict: provenance (device, versions, threads, commit, command, date) and,
 per size set, each rung's median time and its ratio to nn.LSTM.  Introduced in chapter 3.
 """
@@ -20,10 +20,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from lstm_lab.ladder import ladder, lstm_weights, make_problem
+from lstm_lab.experiments.ladder import ladder, lstm_weights, make_problem
+from lstm_lab.experiments.timing import interleaved_times, summarize, time_call
 from lstm_lab.provenance import provenance
 from lstm_lab.runtime import capture_cuda_graph, pick_device
-from lstm_lab.timing import interleaved_times, summarize, time_call
+
+__all__ = ["SIZES", "REFERENCE", "forward_backward", "set_tf32", "graphed_candidates", "bench_size", "run_bench",
+           "sweep", "results_table", "plot_ladder", "plot_sweep", "build_parser", "main"]
 
 SIZES = {  # named size sets; keys follow the book's glossary
     "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
@@ -140,7 +143,7 @@ def bench_provenance(argv, device, tf32, wall_seconds=None):
 
 
 def results_table(results):
-    """Rows for `lstm_lab.show.show_table`: size set, rung, median ms, ratio to nn.LSTM.  Chapter 3."""
+    """Rows for `lstm_lab.book.show.show_table`: size set, rung, median ms, ratio to nn.LSTM.  Chapter 3."""
     return [{"sizes": size_name, "rung": name, "median ms": row["median_ms"],
              "x nn.LSTM": row["ratio"], "first call s": row.get("first_call_s")}
             for size_name, block in results.items() for name, row in block["rungs"].items()]
@@ -195,7 +198,7 @@ def plot_sweep(rows, key, steps=None, title=None):
 
 
 def build_parser():
-    """The argparse parser of `python -m lstm_lab bench`."""
+    """The argparse parser of `python -m lstm_lab bench`.  Chapter 3."""
     parser = argparse.ArgumentParser(prog="python -m lstm_lab bench", description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="write results and provenance to this file")
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=None,
@@ -211,7 +214,7 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run the benchmark, print a table, and write --json if given.  Returns 0."""
+    """Run the benchmark, print a table, and write --json if given.  Returns 0.  Chapter 3."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 1 or args.threads < 1:

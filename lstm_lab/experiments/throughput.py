@@ -1,7 +1,7 @@
 """Training throughput in words per second: one language-model training step, several ways, timed in turn.
 
-    python -m lstm_lab.throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
-    python -m lstm_lab.throughput --sizes zaremba-small --repeats 5 --no-compile      # quicker, on any device
+    python -m lstm_lab.experiments.throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
+    python -m lstm_lab.experiments.throughput --sizes zaremba-small --repeats 5 --no-compile   # quicker, any device
 
 A step is what `train_epoch` does per window -- forward, Zaremba's loss, backward, clipping, SGD step -- on a
 (T, B) window of random token ids, with the state carried in.  Words per second = T x B / the step's median
@@ -13,7 +13,7 @@ time.  The ways (`VARIANTS`), each its own model built from the same seed:
     CUDA graph           the book's LSTM, the whole step replayed from a CUDA graph (GPU only)
     nn.LSTM, AMP         nn.LSTM under autocast: float16 with a GradScaler on a GPU, bfloat16 on a CPU
 
-Timed round-robin with warm-up and synchronisation (`lstm_lab.timing`), TF32 off for every variant.  The
+Timed round-robin with warm-up and synchronisation (`lstm_lab.experiments.timing`), TF32 off for every variant.  The
 result carries its provenance.  Introduced in chapter 7, whose throughput table reads the recorded GPU run.
 """
 import argparse
@@ -24,13 +24,15 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.bench import set_tf32
 from lstm_lab.config import preset
+from lstm_lab.experiments.bench import set_tf32
+from lstm_lab.experiments.timing import interleaved_times, summarize
+from lstm_lab.lm_train import capture_train_step, train_window
 from lstm_lab.model import LanguageModel
 from lstm_lab.provenance import provenance
 from lstm_lab.runtime import amp_dtype, grad_scaler, pick_device
-from lstm_lab.timing import interleaved_times, summarize
-from lstm_lab.lm_train import capture_train_step, train_window
+
+__all__ = ["SIZES", "REFERENCE", "make_step", "build_variants", "measure", "main"]
 
 SIZES = ("zaremba-small", "zaremba-medium")  # presets timed by default
 VARIANTS = ("nn.LSTM", "lstm_lab.LSTM", "compiled", "CUDA graph", "nn.LSTM, AMP")
@@ -39,7 +41,8 @@ REFERENCE = "nn.LSTM"
 
 def make_step(model, config, inputs, targets, state, amp=None):
     """A zero-argument training step on one fixed window, `lstm_lab.train.train_window` with an SGD optimizer:
-    under autocast in `amp` ("bfloat16" or "float16") if given, float16 with a GradScaler, as `train --amp`."""
+    under autocast in `amp` ("bfloat16" or "float16") if given, float16 with a GradScaler, as `train --amp`.
+    Chapter 7."""
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     config = replace(config, amp=amp)
     scaler = grad_scaler(amp, inputs.device)
@@ -57,7 +60,7 @@ def build_variants(size, device, variants=VARIANTS, seed=0):
     """{variant: step} for preset `size` on `device`, and the window's words (T x B).
 
     Dropout stays as the preset has it (training mode).  Variants that cannot run here are left out:
-    CUDA graph off a GPU."""
+    CUDA graph off a GPU.  Chapter 7."""
     model_config, train_config = preset(size)
     T, B = train_config.seq_len, train_config.batch_size
     generator = torch.Generator().manual_seed(seed)
@@ -83,7 +86,7 @@ def build_variants(size, device, variants=VARIANTS, seed=0):
 
 def measure(sizes=SIZES, device="cpu", variants=VARIANTS, repeats=10, warmup=3):
     """Words per second of every variant at every size: {size: {variant: {"median_ms", ..., "words_per_second",
-    "ratio"}}}, ratios against nn.LSTM's time at the same size."""
+    "ratio"}}}, ratios against nn.LSTM's time at the same size.  Chapters 2, 3, 4, 5, 6 and 7."""
     set_tf32(False)
     results = {}
     for size in sizes:
@@ -96,9 +99,10 @@ def measure(sizes=SIZES, device="cpu", variants=VARIANTS, repeats=10, warmup=3):
 
 
 def main(argv=None):
-    """Time every variant, print words per second, and write --json if given.  Returns 0."""
+    """Time every variant, print words per second, and write --json if given.  Returns 0.  Chapter 7."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m lstm_lab.throughput", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lstm_lab.experiments.throughput",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if there is one)")
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (after 3 warm-up rounds)")
@@ -111,7 +115,7 @@ def main(argv=None):
     variants = [v for v in VARIANTS if not (args.no_compile and v == "compiled")]
     results = measure(args.sizes, device, variants, args.repeats)
     record = {"provenance": {**provenance(["throughput", *argv], device), "tf32": False}, "results": results}
-    record["provenance"]["command"] = "python -m lstm_lab.throughput " + " ".join(argv)
+    record["provenance"]["command"] = "python -m lstm_lab.experiments.throughput " + " ".join(argv)
     for size, rows in results.items():
         for name, row in rows.items():
             print(f"{size:>15}  {name:>15}  {row['words_per_second']:>10,.0f} words/s  {row['ratio']:5.2f}x the time "

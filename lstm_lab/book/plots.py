@@ -7,13 +7,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from lstm_lab.corpus import batchify
+from lstm_lab.data.corpus import batchify
+
+__all__ = ["plot_memory_trace", "plot_gradient_norms", "plot_relative_errors", "plot_recorded_runs",
+           "plot_batchify_layout", "plot_packed_layout", "plot_stacked_lstm", "plot_seed_curves",
+           "plot_learning_rate_search", "plot_layer_gradients", "plot_attention"]
 
 
 def plot_memory_trace(ax, g, c, h=None, title=None):
     """Draw one cell-state trace: the candidate written g_t (shaded), the memory c_t, and h_t if given.
 
-    g, c, h: (T,) arrays, e.g. from `lstm_lab.widgets.memory_trace`.  Returns `ax`.
+    g, c, h: (T,) arrays, e.g. from `lstm_lab.book.widgets.memory_trace`.  Returns `ax`.
     Introduced in chapter 1."""
     steps = np.arange(len(c))
     ax.fill_between(steps, 0, g, step="mid", color="0.85", label="candidate $g_t$")
@@ -32,7 +36,7 @@ def plot_gradient_norms(curves, ax=None, title=None, ylabel=r"$\|\partial L / \p
     """Gradient norm against distance back in time, one line per model, on a log scale.
 
     curves: dict label -> array (n_seeds, T) or (T,), indexed by distance k = T - 1 - t (as returned by
-    `lstm_lab.gradflow.gradient_norms_over_seeds`).  Each line is the geometric mean over seeds; the
+    `lstm_lab.experiments.gradflow.gradient_norms_over_seeds`).  Each line is the geometric mean over seeds; the
     shaded band spans the smallest to the largest seed.  Returns (fig, ax).  Introduced in chapter 1."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
@@ -100,7 +104,7 @@ def plot_recorded_runs(recorded, published=(), ax=None, title=None):
 
 def plot_batchify_layout(n=26, batch_size=4, seq_len=2):
     """The batchify picture: a text of n tokens (letters) coloured by the stream it lands in, then the
-    (steps, batch_size) matrix `lstm_lab.corpus.batchify` makes of it, cut into windows of seq_len rows.
+    (steps, batch_size) matrix `lstm_lab.data.corpus.batchify` makes of it, cut into windows of seq_len rows.
 
     Returns the figure.  Chapter 6."""
     letters = [chr(ord("a") + i % 26) for i in range(n)]
@@ -226,7 +230,7 @@ def plot_seed_curves(curves, ax=None, title=None, key="valid_ppl", ylabel="perpl
 def plot_learning_rate_search(points, marked=None, ax=None):
     """Best validation perplexity against learning rate (log scale), one line per optimizer.
 
-    points: {optimizer: [(lr, perplexity)]} (as `lstm_lab.poems_study.search_points` returns); marked:
+    points: {optimizer: [(lr, perplexity)]} (as `lstm_lab.experiments.poems_study.search_points` returns); marked:
     {optimizer: lr} drawn as open circles (e.g. the rate a report used).  Returns (fig, ax).  Chapter 8."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.2))
     for optimizer, pairs in points.items():
@@ -246,7 +250,7 @@ def plot_learning_rate_search(points, marked=None, ax=None):
 def plot_layer_gradients(panels, sharey=True):
     """Gradient norms through depth and time: one panel per case, one line per layer, log scale.
 
-    panels: {title: array (L, T)} of ||dL/dh^k_t|| (as `lstm_lab.gradflow.gradient_norms_by_layer` returns).
+    panels: {title: array (L, T)} of ||dL/dh^k_t|| (as `lstm_lab.experiments.gradflow.gradient_norms_by_layer` returns).
     Returns the figure.  Chapter 5."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), sharey=sharey, squeeze=False)
     for ax, (title, norms) in zip(axes[0], panels.items()):

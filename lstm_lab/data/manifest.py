@@ -2,9 +2,11 @@
 
 Copied from the shared data folder's MANIFEST.tsv and tang/raw_files.tsv.  Every upstream URL is pinned to a
 commit, so the bytes behind it never change.  `tang/poems.txt` has no URL: it is derived from the 58 raw JSON
-files (see `lstm_lab.data.derive_tang_poems`).  Introduced in chapter 6.
+files (see `lstm_lab.data.download.derive_tang_poems`).  Introduced in chapter 6.
 """
 from collections import namedtuple
+
+__all__ = ["FILES", "tang_raw_specs"]
 
 FileSpec = namedtuple("FileSpec", "path bytes sha256 url")
 
@@ -96,6 +98,6 @@ TANG_RAW = [
 
 
 def tang_raw_specs():
-    """FileSpec of every raw Tang JSON file, in the order the derivation reads them."""
+    """FileSpec of every raw Tang JSON file, in the order the derivation reads them.  Chapter 6."""
     return [FileSpec(f"tang/raw/poet.tang.{n}.json", size, sha256, f"{TANG_RAW_URL}poet.tang.{n}.json")
             for n, size, sha256 in TANG_RAW]

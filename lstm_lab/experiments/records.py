@@ -17,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["recorded_names", "load_recorded", "load_results_folder", "load_recorded_folder", "load_runs", "load_seeds",
+           "mean_and_spread", "seeds_row", "format_spread", "run_row", "comparison_rows", "describe_sessions"]
+
 RECORDED = "recorded"  # the folder inside the package
 
 
 def recorded_names():
     """The names of every recorded result shipped with the package, sorted; a study's results are in a
-    folder of their own and named with it ("depth-200/L1-H200-d0-seed0.json")."""
+    folder of their own and named with it ("depth-200/L1-H200-d0-seed0.json").  Chapter 3."""
     folder = resources.files("lstm_lab") / RECORDED
     names = []
     for entry in folder.iterdir():
@@ -36,7 +39,8 @@ def recorded_names():
 def load_recorded(name):
     """The recorded result `name` (e.g. "bench-cpu.json") as a dict, or None if it was never recorded.
 
-    Read through importlib.resources, so it works from a checkout and from an installed package alike."""
+    Read through importlib.resources, so it works from a checkout and from an installed package alike.
+    Chapters 3, 6 and 7."""
     entry = resources.files("lstm_lab") / RECORDED / name
     if not entry.is_file():
         return None
@@ -45,7 +49,7 @@ def load_recorded(name):
 
 def load_results_folder(folder):
     """{name: results} of every finished run (a results JSON with "complete": true) in `folder`, by file name
-    without .json; {} if there is no such folder."""
+    without .json; {} if there is no such folder.  Chapter 3."""
     folder = Path(folder)
     runs = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))}
     return {name: run for name, run in runs.items() if run.get("complete")}
@@ -78,7 +82,8 @@ def load_seeds(folder, names):
 
 
 def mean_and_spread(values):
-    """(mean, sample standard deviation) of a list of numbers; the deviation is None for fewer than two."""
+    """(mean, sample standard deviation) of a list of numbers; the deviation is None for fewer than two.
+    Chapters 5, 8 and 9."""
     values = np.asarray(values, dtype=float)
     spread = float(values.std(ddof=1)) if len(values) > 1 else None
     return float(values.mean()), spread
@@ -102,7 +107,7 @@ def seeds_row(label, runs):
 
 
 def format_spread(mean, spread):
-    """'112.3 ± 0.8', or '112.3' without a spread."""
+    """'112.3 ± 0.8', or '112.3' without a spread.  Chapter 3."""
     return f"{mean:.1f}" + (f" ± {spread:.1f}" if spread is not None else "")
 
 
@@ -145,7 +150,8 @@ def comparison_rows(recorded, published):
 
 
 def describe_sessions(label, run):
-    """Lines saying whether a recorded run is complete and which commands trained, resumed and tested it."""
+    """Lines saying whether a recorded run is complete and which commands trained, resumed and tested it.
+    Chapters 6 and 7."""
     status = ("complete" if run["complete"] else
               f"not finished: stopped after epoch {run['epochs']} of {run['planned_epochs']}"
               + (f" ({run['stopped']})" if run.get("stopped") else ""))

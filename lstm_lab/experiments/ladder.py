@@ -39,6 +39,11 @@ from torch.utils import cpp_extension
 from lstm_lab.cells import cell_update
 from lstm_lab.lstm import lstm_layer
 
+__all__ = ["CPP_SOURCE", "lstm_weights", "stack_layers", "naive_layer", "fused_layer", "tanh", "TorchMatmul",
+           "OneDNNMatmul", "parameter_gradients", "LSTMFunction", "bptt_layer", "onednn_layer", "cpp_flags",
+           "cpp_cell", "cpp_available", "CppLSTMFunction", "cpp_layer", "compiled_layer", "layer_inputs", "nn_lstm",
+           "aten_lstm", "make_problem", "compare_with_nn_lstm", "assert_same_as_nn_lstm", "rung", "ladder"]
+
 
 def lstm_weights(lstm):
     """The per-layer weight tuples of an `nn.LSTM` or `lstm_lab.LSTM` (unidirectional, with biases).
@@ -347,7 +352,7 @@ def compiled_layer(backend="inductor"):
 
 
 def layer_inputs(batch_size=2, input_size=3, hidden_size=4):
-    """make_inputs for `lstm_lab.compiling.count_compilations` when the compiled function is one layer
+    """make_inputs for `lstm_lab.experiments.compiling.count_compilations` when the compiled function is one layer
     (`hoisted_layer`'s signature): T -> (x (T, B, I), h, c (B, H), weight_ih, weight_hh, bias_ih, bias_hh), x
     random and the state zero, the same random weights for every T.  Chapter 3 counts how often
     `compiled_layer` traces again as seq_len changes."""
@@ -382,7 +387,7 @@ def aten_lstm(x, h0, c0, weights):
 def make_problem(size, device="cpu", dtype=torch.float32, seed=0):
     """An nn.LSTM of the given sizes, an input that requires grad, a random state and output gradient.
 
-    size: dict with seq_len, batch_size, input_size, hidden_size, num_layers (as lstm_lab.bench.SIZES).
+    size: dict with seq_len, batch_size, input_size, hidden_size, num_layers (as lstm_lab.experiments.bench.SIZES).
     Returns {"lstm", "x" (T, B, I), "h0", "c0" (L, B, H), "dout" (T, B, H)}.  Chapter 3."""
     T, B, I, H, L = (size[k] for k in ("seq_len", "batch_size", "input_size", "hidden_size", "num_layers"))
     generator = torch.Generator().manual_seed(seed)

@@ -19,11 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.clinic import StudentLM
 from lstm_lab.config import ModelConfig
-from lstm_lab.corpus import bptt_windows
+from lstm_lab.data.corpus import bptt_windows
+from lstm_lab.experiments.clinic import StudentLM
+from lstm_lab.experiments.timing import synchronize
 from lstm_lab.model import LanguageModel
-from lstm_lab.timing import synchronize
+
+__all__ = ["LOOP_VARIANTS", "loop_model", "LoopRunner", "time_variants", "project_epoch"]
 
 # name -> (model, state_fix): "student" is clinic.StudentLM (per-gate `@`), "lab" lstm_lab.LSTM, "torch" nn.LSTM
 LOOP_VARIANTS = {
@@ -38,7 +40,7 @@ LOOP_VARIANTS = {
 def loop_model(kind, vocab_size, hidden_size, seed=0, device="cpu", init_scale=0.01):
     """The language model of one variant, on `device`: embedding -> one LSTM layer -> decoder, of width
     hidden_size.  The student's weights are randn * init_scale, created on the device as the report's
-    `.to(device)`."""
+    `.to(device)`.  Chapter 4."""
     if kind.startswith("student"):
         return StudentLM(vocab_size, hidden_size, register=kind.endswith(", registered"), seed=seed,
                          device=device, init_scale=init_scale).to(device)
@@ -60,7 +62,7 @@ class LoopRunner:
     """One variant's training loop, advanced a few windows at a time: Adam on model.parameters(), the
     cross-entropy of the word after each window (targets="last", as the report: n words in, the next word
     out) or of the word after every position ("all"), the state carried as `state_fix` says ("detach", or
-    "retain_graph" as the report)."""
+    "retain_graph" as the report).  Chapters 3 and 4."""
 
     def __init__(self, model, source, seq_len, state_fix, lr=1e-3, targets="last"):
         self.model, self.state_fix, self.targets = model, state_fix, targets
@@ -95,7 +97,7 @@ def time_variants(variants, source, seq_len, vocab_size, hidden_size, rounds, pe
     """{name: LoopRunner} after `rounds` rounds in which every variant trains `per_round` windows in turn.
 
     variants: {name: (model kind, state_fix)} as LOOP_VARIANTS.  Interleaving spreads the machine's noise
-    over all variants alike; every variant sees the same windows in the same order."""
+    over all variants alike; every variant sees the same windows in the same order.  Chapter 3."""
     runners = {name: LoopRunner(loop_model(kind, vocab_size, hidden_size, seed, device), source, seq_len, fix)
                for name, (kind, fix) in variants.items()}
     for _ in range(rounds):
@@ -110,7 +112,7 @@ def project_epoch(seconds, windows_per_epoch, grows, skip=2):
     A loop whose state is detached does the same work every window: its epoch is the median window times
     the windows.  One that keeps the graph behind its state (grows=True) does more every window: fit
     t_k = a + b k to windows skip.. (the first ones warm up) and add up a + b k over the epoch.
-    Returns {"a": seconds of a window at the start, "b": growth per window, "epoch": projected seconds}."""
+    Returns {"a": seconds of a window at the start, "b": growth per window, "epoch": projected seconds}.  Chapter 3."""
     seconds = np.asarray(seconds)[skip:]
     if not grows:
         a = float(np.median(seconds))

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.data import CORPORA, DataNotFoundError, fetch, files_sha256, text_files
+from lstm_lab.data.download import CORPORA, DataNotFoundError, fetch, files_sha256, text_files
+
+__all__ = ["PAD", "BOS", "EOS", "UNK", "hash_split", "Vocab", "word_tokens", "char_tokens", "Corpus", "read_text",
+           "split_lines", "train_vocab", "load_corpus", "batchify", "num_windows", "bptt_windows"]
 
 # The special tokens, one set for the whole package (chapters 8 and 9 import them from here):
 PAD = "<pad>"  # fills a batch's shorter sequences up to its longest (chapters 8, 9)
@@ -68,22 +71,22 @@ class Vocab:
 
 
 def word_tokens(text, eos=EOS):
-    """Whitespace-separated words, with `eos` after every line (PTB: one sentence a line)."""
+    """Whitespace-separated words, with `eos` after every line (PTB: one sentence a line).  Chapter 6."""
     return [word for line in text.splitlines() for word in line.split() + [eos]]
 
 
 def char_tokens(text):
-    """Every character is a token, newlines included."""
+    """Every character is a token, newlines included.  Chapter 6."""
     return list(text)
 
 
 @dataclass
 class Corpus:
-    """A tokenised corpus: its vocabulary, one 1-D LongTensor of ids per split, and where they come from."""
+    """A tokenised corpus: its vocabulary, one 1-D LongTensor of ids per split, and where they come from.  Chapter 6."""
     vocab: Vocab
     splits: dict  # split name ("train", "valid", "test") -> (N,) LongTensor
     description: str = ""  # one plain sentence: the files read, how they were split, the vocabulary
-    sha256: str = None  # of the text files read (lstm_lab.data.files_sha256): a resumed run checks its text with it
+    sha256: str = None  # of the text files read (`files_sha256`): a resumed run checks its text with it
 
 
 def tokenizer(level):
@@ -175,9 +178,9 @@ def check_split_sizes(tokens, source, least=2):
 def load_corpus(name, level="word", data_dir=None, allow_download=True, progress=True, max_vocab=None):
     """Read a corpus into a `Corpus`: the vocabulary of its train split and the ids of train, valid and test.
 
-    name: a registered corpus ("ptb", "wikitext-2", "tang", "tinyshakespeare": `lstm_lab.data.CORPORA`), found
-    or downloaded and checked, or else the path of your own text: a file, or a folder (`lstm_lab.data.text_files`:
-    train.txt, valid.txt and test.txt as the splits, or all its .txt files joined in name order).  One argument
+    name: a registered corpus ("ptb", "wikitext-2", "tang", "tinyshakespeare": `lstm_lab.data.download.CORPORA`),
+    found or downloaded and checked, or else the path of your own text: a file, or a folder
+    (`lstm_lab.data.download.text_files`: train.txt, valid.txt and test.txt as the splits, or all its .txt files joined in name order).  One argument
     names both, so a run's configuration records its corpus as one string and reloads it the same way, whether it
     came from `train --corpus wikitext-2` or `train --text-file F`.  A registered name wins over a folder of the
     same name: write ./ptb for the folder.
@@ -269,7 +272,7 @@ def batchify(data, batch_size):
 
 
 def num_windows(source, seq_len):
-    """How many windows `bptt_windows(source, seq_len)` yields."""
+    """How many windows `bptt_windows(source, seq_len)` yields.  Chapter 6."""
     return -(-(source.shape[0] - 1) // seq_len)  # ceil((steps - 1) / seq_len)
 
 

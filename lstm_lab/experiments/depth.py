@@ -14,11 +14,8 @@ rate rule (preset `depth-200`, lr 1 for every depth, as Zaremba et al. use for e
 import math
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-import torch.nn.functional as F
-
-from lstm_lab.lstm import LSTM, check_dropout
+__all__ = ["DEPTH_PRESET", "DEPTH_RECORDED", "DEPTH_STUDY", "DEPTH_SEEDS", "lstm_parameters", "equal_parameter_hidden",
+           "tied_layers_parameters", "depth_study", "result_name"]
 
 DEPTH_PRESET = "depth-200"  # the preset every run of the CPU study starts from (see lstm_lab.config)
 DEPTH_RECORDED = "depth-200"  # the folder in lstm_lab/recorded/ that holds its results
@@ -27,7 +24,7 @@ DEPTH_RECORDED = "depth-200"  # the folder in lstm_lab/recorded/ that holds its 
 def lstm_parameters(input_size, hidden_size, num_layers=1):
     """Trainable scalars of an `nn.LSTM(input_size, hidden_size, num_layers)`: weights and both bias vectors.
 
-    Layer 0: 4H(I + H) weights; layers above: 4H(H + H); every layer 2 x 4H biases."""
+    Layer 0: 4H(I + H) weights; layers above: 4H(H + H); every layer 2 x 4H biases.  Chapter 5."""
     first = 4 * hidden_size * (input_size + hidden_size + 2)
     above = 4 * hidden_size * (2 * hidden_size + 2)
     return first + (num_layers - 1) * above
@@ -36,7 +33,7 @@ def lstm_parameters(input_size, hidden_size, num_layers=1):
 def equal_parameter_hidden(input_size, num_layers, parameters):
     """The hidden size H at which a `num_layers` LSTM has `parameters` trainable scalars (rounded to nearest).
 
-    lstm_parameters is a quadratic in H: 4(2L - 1) H^2 + 4(I + 2L) H = parameters."""
+    lstm_parameters is a quadratic in H: 4(2L - 1) H^2 + 4(I + 2L) H = parameters.  Chapter 5."""
     a = 4 * (2 * num_layers - 1)
     b = 4 * (input_size + 2 * num_layers)
     return round((-b + math.sqrt(b * b + 4 * a * parameters)) / (2 * a))
@@ -44,39 +41,8 @@ def equal_parameter_hidden(input_size, num_layers, parameters):
 
 def tied_layers_parameters(input_size, hidden_size, num_layers):
     """Trainable scalars of a `TiedLayersLSTM`: layer 0's own, plus one (4H, H), (4H, H), 2 x (4H,) set shared
-    by every layer above it (none if num_layers is 1)."""
+    by every layer above it (none if num_layers is 1).  Chapter 5."""
     return lstm_parameters(input_size, hidden_size, 1) + (num_layers > 1) * 4 * hidden_size * (2 * hidden_size + 2)
-
-
-class TiedLayersLSTM(nn.Module):
-    """A stacked LSTM whose layers above the first all use one set of weights: "what if the layers shared them?"
-
-    Layer 0 reads the input with its own (4H, I) and (4H, H) matrices; layers 1 .. L-1 each run the same
-    `upper` LSTM layer on the output of the one below (with dropout between layers, as nn.LSTM).  Each layer
-    still has its own state.  Same call as `nn.LSTM` for time-major tensors:
-        forward(x (T, B, I), hx=((L, B, H), (L, B, H)) or None) -> output (T, B, H), (h_n, c_n) (L, B, H)
-    Chapter 5."""
-
-    def __init__(self, input_size, hidden_size, num_layers, dropout=0.0):
-        super().__init__()
-        check_dropout(dropout, num_layers)
-        self.input_size, self.hidden_size, self.num_layers, self.dropout = input_size, hidden_size, num_layers, dropout
-        self.bottom = LSTM(input_size, hidden_size)
-        self.upper = LSTM(hidden_size, hidden_size) if num_layers > 1 else None  # one layer, used L - 1 times
-
-    def forward(self, x, hx=None):
-        if hx is None:
-            zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)  # (L, B, H)
-            hx = (zeros, zeros)
-        h_0, c_0 = hx
-        output, (h, c) = self.bottom(x, (h_0[:1], c_0[:1]))  # (T, B, H); state (1, B, H)
-        h_n, c_n = [h], [c]
-        for k in range(1, self.num_layers):
-            layer_input = F.dropout(output, self.dropout, self.training)  # between layers only
-            output, (h, c) = self.upper(layer_input, (h_0[k:k + 1], c_0[k:k + 1]))
-            h_n.append(h)
-            c_n.append(c)
-        return output, (torch.cat(h_n), torch.cat(c_n))
 
 
 @dataclass(frozen=True)
@@ -106,7 +72,7 @@ def depth_study(width=200, embed_size=200, depths=(1, 2, 3), reference_layers=2,
     """The configurations of the study, most important first: every depth at `width`; the other depths at
     the LSTM parameter count of `reference_layers` x `width`; the deepest with its upper layers tied; every
     depth with `dropout`; the shallowest and the deepest with each other first learning rate in `lrs`.
-    Word vectors stay `embed_size` wide in every run."""
+    Word vectors stay `embed_size` wide in every run.  Chapter 5."""
     budget = lstm_parameters(embed_size, width, reference_layers)
     runs = [DepthRun(layers, width) for layers in depths]
     runs += [DepthRun(layers, equal_parameter_hidden(embed_size, layers, budget), sizing="equal parameters")
@@ -122,5 +88,5 @@ DEPTH_SEEDS = (0, 1, 2)
 
 
 def result_name(run, seed):
-    """The file name of one run's results in the study folder, e.g. L2-H200-d0-seed1.json."""
+    """The file name of one run's results in the study folder, e.g. L2-H200-d0-seed1.json.  Chapter 5."""
     return f"{run.name}-seed{seed}.json"

@@ -23,9 +23,12 @@ from torch import nn
 import torch.nn.functional as F
 
 from lstm_lab.cells import GATES, cell_update
-from lstm_lab.corpus import bptt_windows
-from lstm_lab.lstm import LSTM
+from lstm_lab.data.corpus import bptt_windows
 from lstm_lab.lm_train import graph_size
+from lstm_lab.lstm import LSTM
+
+__all__ = ["StudentLSTM", "StudentLM", "unregistered_tensors", "train_lm", "SavedTensorMeter", "run_windows",
+           "preallocated_layer", "anomaly_trace", "two_layer_lstm", "SteppedTwoLayerLSTM", "batch_first_report"]
 
 
 class StudentLSTM(nn.Module):
@@ -250,7 +253,7 @@ def two_layer_lstm(x, h0, c0, weights, bug=False):
     """Two stacked LSTM layers stepped together inside one loop over time, as report 003 writes them.
 
     bug=True reproduces its slip: layer 2's cell update uses layer 1's input gate.  Same signature as
-    the rungs of `lstm_lab.ladder` (weights: two tuples).  Introduced in chapter 4."""
+    the rungs of `lstm_lab.experiments.ladder` (weights: two tuples).  Introduced in chapter 4."""
     (h1, h2), (c1, c2) = h0, c0
     (W_ih1, W_hh1, b_ih1, b_hh1), (W_ih2, W_hh2, b_ih2, b_hh2) = weights
     outputs = []

@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lstm_lab.ladder import OneDNNMatmul, TorchMatmul, cpp_cell, tanh
+from lstm_lab.experiments.ladder import OneDNNMatmul, TorchMatmul, cpp_cell, tanh
+
+__all__ = ["synchronize", "time_call", "cuda_event_ms", "interleaved_times", "summarize", "matmul_operators",
+           "library_kernel_times", "step_times", "thread_times", "count_kernels", "indexing_backward_times"]
 
 
 def synchronize(device):
@@ -109,7 +112,7 @@ def library_kernel_times(batch_size=20, hidden_size=200, seq_len=35, repeats=200
     Two interleaved comparisons on the CPU, at one step's sizes:
       products     one step's recurrent product a_x + h W_hh^T, (B, H) by (H, 4H): torch's `addmm` (the BLAS
                    torch was built with), oneDNN on the weight as it is, and oneDNN on a weight packed once
-      tanh         torch.tanh, torch.sigmoid, and `lstm_lab.ladder.tanh` (2 sigmoid(2x) - 1), on a (T, B, H)
+      tanh         torch.tanh, torch.sigmoid, and `lstm_lab.experiments.ladder.tanh` (2 sigmoid(2x) - 1), on a (T, B, H)
                    tensor: the tanh(c_t) of a whole sequence
     Returns {"products": summarize rows, ratio to addmm; "tanh": summarize rows, ratio to torch.tanh}.
     Needs oneDNN (`ladder.OneDNNMatmul.applies`).  Chapter 3."""

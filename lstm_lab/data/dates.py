@@ -22,7 +22,10 @@ import re
 
 import torch
 
-from lstm_lab.corpus import BOS, EOS, PAD, Vocab, hash_split
+from lstm_lab.data.corpus import BOS, EOS, PAD, Vocab, hash_split
+
+__all__ = ["TRAIN_FORMATS", "UNSEEN_FORMATS", "SPLITS", "ordinal", "render", "split_of", "split_dates",
+           "make_examples", "source_vocab", "target_vocab", "check_source", "encode_batch"]
 
 FIRST_DATE, LAST_DATE = datetime.date(1969, 1, 1), datetime.date(2068, 12, 31)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -49,13 +52,13 @@ MAX_SOURCE_LEN = 48  # characters; `translate` rejects longer input
 
 
 def ordinal(day):
-    """3 -> '3rd', 11 -> '11th', 22 -> '22nd'."""
+    """3 -> '3rd', 11 -> '11th', 22 -> '22nd'.  Chapter 9."""
     suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
     return f"{day}{suffix}"
 
 
 def render(date, pattern, case=None):
-    """The date written in a format: render(date(1999, 3, 3), "{b} {d}, {y}") -> 'Mar 3, 99'."""
+    """The date written in a format: render(date(1999, 3, 3), "{b} {d}, {y}") -> 'Mar 3, 99'.  Chapter 9."""
     month, weekday = MONTHS[date.month - 1], WEEKDAYS[date.weekday()]
     values = {"d": str(date.day), "dd": f"{date.day:02d}", "o": ordinal(date.day), "m": str(date.month),
               "mm": f"{date.month:02d}", "B": month, "b": month[:3], "A": weekday, "a": weekday[:3],
@@ -65,12 +68,12 @@ def render(date, pattern, case=None):
 
 
 def split_of(date):
-    """'train', 'valid' or 'test': fixed for each date by a hash of its ISO string (10% test, 10% valid)."""
+    """'train', 'valid' or 'test': fixed for each date by a hash of its ISO string (10% test, 10% valid).  Chapter 9."""
     return hash_split(date.isoformat(), 10)
 
 
 def split_dates(split):
-    """Every date of a split ('unseen' uses the test dates), in calendar order."""
+    """Every date of a split ('unseen' uses the test dates), in calendar order.  Chapter 9."""
     days = (LAST_DATE - FIRST_DATE).days + 1
     dates = (FIRST_DATE + datetime.timedelta(days=k) for k in range(days))
     wanted = "test" if split == "unseen" else split
@@ -80,7 +83,7 @@ def split_dates(split):
 def make_examples(split, n, seed=0):
     """n examples of a split: a list of (source, target, format index) tuples, the same for the same seed.
 
-    train, valid and test draw their formats from TRAIN_FORMATS; unseen from UNSEEN_FORMATS."""
+    train, valid and test draw their formats from TRAIN_FORMATS; unseen from UNSEEN_FORMATS.  Chapter 9."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     formats = UNSEEN_FORMATS if split == "unseen" else TRAIN_FORMATS
@@ -96,7 +99,7 @@ def make_examples(split, n, seed=0):
 def source_vocab():
     """Characters of every training format for every month and weekday, after <pad>: the encoder's vocabulary.
 
-    Built from the formats, not from a sample, so it is the same for every seed."""
+    Built from the formats, not from a sample, so it is the same for every seed.  Chapter 9."""
     probe = [datetime.date(2000, month, day) for month in range(1, 13) for day in (1, 12, 20, 25, 30)
              if (month, day) != (2, 30)]  # every month, weekday, digit and ordinal suffix appears
     chars = sorted({ch for date in probe for pattern, case in TRAIN_FORMATS for ch in render(date, pattern, case)})
@@ -104,12 +107,12 @@ def source_vocab():
 
 
 def target_vocab():
-    """<pad>, <bos>, <eos>, the ten digits and '-': the decoder's vocabulary."""
+    """<pad>, <bos>, <eos>, the ten digits and '-': the decoder's vocabulary.  Chapter 9."""
     return Vocab([PAD, BOS, EOS] + list("0123456789-"))
 
 
 def check_source(text, vocab, max_len=MAX_SOURCE_LEN):
-    """Raise ValueError (one line, saying what is allowed) unless `text` can be encoded by `vocab`."""
+    """Raise ValueError (one line, saying what is allowed) unless `text` can be encoded by `vocab`.  Chapter 9."""
     if not text:
         raise ValueError("empty input: expected a date such as '3 March 1999'")
     if len(text) > max_len:
@@ -123,7 +126,7 @@ def check_source(text, vocab, max_len=MAX_SOURCE_LEN):
 def encode_batch(examples, src_vocab, tgt_vocab):
     """Tensors for a list of (source, target, ...) examples, time-major and padded with <pad> (id 0):
 
-    src (S, B), lengths (B,), tgt_in (T, B) = <bos> target, tgt_out (T, B) = target <eos>."""
+    src (S, B), lengths (B,), tgt_in (T, B) = <bos> target, tgt_out (T, B) = target <eos>.  Chapter 9."""
     sources = [src_vocab.encode(source) for source, *_ in examples]
     targets = [tgt_vocab.encode(list(target)) for _, target, *_ in examples]
     bos, eos = tgt_vocab.encode([BOS]), tgt_vocab.encode([EOS])

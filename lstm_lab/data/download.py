@@ -19,8 +19,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lstm_lab.config import check_choice
+from lstm_lab.data.manifest import FILES, tang_raw_specs
 from lstm_lab.files import sha256_of, write_atomically
-from lstm_lab.manifest import FILES, tang_raw_specs
+
+__all__ = ["CORPORA", "ChecksumError", "DataNotFoundError", "IncompleteDownloadError", "data_dirs", "files_sha256",
+           "text_files", "download", "find_file", "fetch", "derive_tang_poems", "build_tang_poems"]
 
 # corpus name -> {split: path under a data folder}
 CORPORA = {
@@ -33,20 +36,20 @@ TANG_TARBALL = "tang/raw/poet.tang.json.tar.gz"  # the 58 raw JSON files packed 
 
 
 class ChecksumError(RuntimeError):
-    """A data file's sha256 is not the pinned one."""
+    """A data file's sha256 is not the pinned one.  Chapter 6."""
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A data file is nowhere to be found and may not be downloaded."""
+    """A data file is nowhere to be found and may not be downloaded.  Chapter 6."""
 
 
 class IncompleteDownloadError(DataNotFoundError):
-    """The connection broke before the whole file arrived."""
+    """The connection broke before the whole file arrived.  Chapter 6."""
 
 
 def default_data_dir():
     """The repository's data/ folder when lstm_lab runs from a checkout, else ./data (pip-installed, e.g. Colab)."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]  # lstm_lab/data/download.py -> the repository
     return repo / "data" if (repo / "pyproject.toml").is_file() else Path.cwd() / "data"
 
 
@@ -54,7 +57,7 @@ def data_dirs(data_dir=None, repo_data=None):
     """The folders searched for data, in order: `data_dir` (default $LSTM_LAB_DATA) then the repo's data/.
 
     Downloads go to the last one.  $LSTM_LAB_DATA naming a folder that does not exist raises DataNotFoundError
-    (a mistyped path would otherwise be skipped silently, and the corpus downloaded again)."""
+    (a mistyped path would otherwise be skipped silently, and the corpus downloaded again).  Chapter 6."""
     first = data_dir if data_dir is not None else os.environ.get("LSTM_LAB_DATA")
     if data_dir is None and first and not Path(first).is_dir():
         raise DataNotFoundError(f"$LSTM_LAB_DATA is {first}, which is not a folder: point it at the folder that "
@@ -78,7 +81,7 @@ def text_files(path):
 
     A file -> {"text": [file]}.  A folder that holds train.txt, valid.txt and test.txt -> those three as the
     splits; any other folder -> {"text": its *.txt files in name order} (not its subfolders).  A "text" is one
-    text that `lstm_lab.corpus.split_lines` cuts into splits.  Raises DataNotFoundError for a path that does not
+    text that `lstm_lab.data.corpus.split_lines` cuts into splits.  Raises DataNotFoundError for a path that does not
     exist or a folder with no .txt file, ValueError for a folder with some of the three split files but not all.
     Introduced in chapter 6."""
     path = Path(path)
@@ -102,7 +105,8 @@ def text_files(path):
 
 def how_to_place(spec, dest):
     """The sentence every data error ends with: where the file must go and how to get it by hand."""
-    source = f"download it from {spec.url}" if spec.url else "build it from the raw files (lstm_lab.data.fetch)"
+    source = (f"download it from {spec.url}" if spec.url
+              else "build it from the raw files (lstm_lab.data.download.fetch)")
     return (f"To place it by hand, {source} and save it as {dest}, or point $LSTM_LAB_DATA "
             f"at a folder that holds {spec.path} (sha256 {spec.sha256}).")
 
@@ -138,7 +142,7 @@ def copy_body(response, f, total, desc, progress):
 def download(url, dest, spec=None, progress=True, timeout=60):
     """Download `url` to `dest` atomically, with a progress bar, checked against `spec` if given.
 
-    A connection that breaks early raises IncompleteDownloadError saying how many bytes arrived."""
+    A connection that breaks early raises IncompleteDownloadError saying how many bytes arrived.  Chapter 6."""
     fix = how_to_place(spec, dest) if spec else ""
 
     def write(f):
@@ -160,7 +164,8 @@ def download(url, dest, spec=None, progress=True, timeout=60):
 def find_file(spec, dirs, download_dir=None, allow_download=True, progress=True):
     """Path of a checked copy of `spec`: the first one found in `dirs`, else a fresh download into `download_dir`.
 
-    A file that is present but has the wrong hash raises ChecksumError rather than being silently replaced."""
+    A file that is present but has the wrong hash raises ChecksumError rather than being silently replaced.
+    Chapter 6."""
     for folder in dirs:
         path = Path(folder) / spec.path
         if path.is_file():
@@ -178,7 +183,7 @@ def fetch(name, data_dir=None, allow_download=True, progress=True):
     """{split: Path} of a registered corpus, each file found or downloaded and checked.
 
     name: one of CORPORA ("ptb", "wikitext-2", "tang", "tinyshakespeare"); a "text" is one text that
-    `lstm_lab.corpus.split_lines` cuts into splits.  Introduced in chapter 6."""
+    `lstm_lab.data.corpus.split_lines` cuts into splits.  Introduced in chapter 6."""
     check_choice("corpus", name, tuple(CORPORA))
     dirs = data_dirs(data_dir)
     download_dir = dirs[-1]
@@ -198,7 +203,7 @@ def tang_line(record):
 
 
 def derive_tang_poems(json_texts):
-    """Poem lines from the raw JSON files' texts, in the order given; empty poems are dropped."""
+    """Poem lines from the raw JSON files' texts, in the order given; empty poems are dropped.  Chapter 6."""
     lines = (tang_line(record) for text in json_texts for record in json.loads(text))
     return [line for line in lines if line]
 
@@ -216,7 +221,7 @@ def tang_raw_texts(dirs, download_dir, allow_download=True, progress=True):
 
 
 def build_tang_poems(dirs, download_dir, spec, allow_download=True, progress=True):
-    """Derive tang/poems.txt from the raw JSON into `download_dir`, atomically, and check its sha256."""
+    """Derive tang/poems.txt from the raw JSON into `download_dir`, atomically, and check its sha256.  Chapter 6."""
     lines = derive_tang_poems(tang_raw_texts(dirs, download_dir, allow_download, progress))
     payload = "".join(line + "\n" for line in lines).encode("utf-8")
     dest = Path(download_dir) / spec.path

@@ -18,9 +18,12 @@ Introduced in chapter 8.
 """
 import math
 
+from lstm_lab.experiments.records import format_spread, mean_and_spread
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.poems_train import OPTIMIZERS
-from lstm_lab.records import format_spread, mean_and_spread
+
+__all__ = ["POEMS_RECORDED", "STUDY_OPTIONS", "SEED_002_REPORT", "MAX_STEPS", "learning_rate", "run_name", "init_name",
+           "score", "search_steps", "study_jobs", "optimizer_table", "search_points", "chosen_runs", "init_runs"]
 
 POEMS_RECORDED = "poems"  # the folder in lstm_lab/recorded/ that holds the studies' results
 STUDY_EPOCHS = 10
@@ -36,22 +39,22 @@ MAX_STEPS = 4  # the search goes at most 100x above or below seed 002's rate
 
 
 def learning_rate(optimizer, step):
-    """Seed 002's learning rate for `optimizer` times 10^(step/2), rounded to 3 significant digits."""
+    """Seed 002's learning rate for `optimizer` times 10^(step/2), rounded to 3 significant digits.  Chapter 8."""
     return float(f"{SEED_002_LR[optimizer] * 10 ** (step / 2):.3g}")
 
 
 def run_name(optimizer, step, seed):
-    """'adam-lr0.00316-seed0'"""
+    """'adam-lr0.00316-seed0'.  Chapter 8."""
     return f"{optimizer}-lr{learning_rate(optimizer, step):g}-seed{seed}"
 
 
 def init_name(scheme, seed):
-    """'init-zeros-seed0'; the default scheme's run is the optimizer study's Adam run at 1e-3."""
+    """'init-zeros-seed0'; the default scheme's run is the optimizer study's Adam run at 1e-3.  Chapter 8."""
     return run_name("adam", 0, seed) if scheme == "default" else f"init-{scheme}-seed{seed}"
 
 
 def score(result):
-    """The best validation perplexity of a finished run; infinity for a run that diverged."""
+    """The best validation perplexity of a finished run; infinity for a run that diverged.  Chapters 6, 8 and 9."""
     ppl = result.get("best_valid_ppl")
     return ppl if ppl is not None and math.isfinite(ppl) else math.inf
 
@@ -59,7 +62,7 @@ def score(result):
 def search_steps(optimizer, results):
     """(steps tried so far, whether the search still needs one of them run, the best step or None).
 
-    results: {run name: results JSON} of the finished runs."""
+    results: {run name: results JSON} of the finished runs.  Chapter 8."""
     steps = [-1, 0, 1]
     while True:
         missing = [s for s in steps if run_name(optimizer, s, 0) not in results]
@@ -77,7 +80,7 @@ def search_steps(optimizer, results):
 
 def study_jobs(results):
     """[(name, extra options)] of every run that can start now: the learning-rate searches' next runs, the
-    other seeds at each settled best rate, then the initialisation runs."""
+    other seeds at each settled best rate, then the initialisation runs.  Chapter 8."""
     jobs = []
     for optimizer in OPTIMIZERS:
         _, missing, best = search_steps(optimizer, results)
@@ -122,7 +125,7 @@ def optimizer_table(results):
 
 def search_points(results):
     """{optimizer: [(learning rate, best validation perplexity)]} of every seed-0 run of the searches, in
-    order of rate; a diverged run is left out."""
+    order of rate; a diverged run is left out.  Chapter 8."""
     points = {}
     for optimizer in OPTIMIZERS:
         steps = search_steps(optimizer, results)[0]
@@ -134,14 +137,15 @@ def search_points(results):
 
 def chosen_runs(results, optimizer, step=None):
     """The seeds' results of `optimizer` at search step `step` (None: the step the search chose; 0: seed 002's
-    rate), as curves for `lstm_lab.plots.plot_seed_curves`."""
+    rate), as curves for `lstm_lab.book.plots.plot_seed_curves`.  Chapter 8."""
     if step is None:
         step = search_steps(optimizer, results)[2]
     return [as_curve(results[name]) for seed in STUDY_SEEDS if (name := run_name(optimizer, step, seed)) in results]
 
 
 def init_runs(results, scheme):
-    """The seeds' results of one initialisation scheme, as curves for `lstm_lab.plots.plot_seed_curves`."""
+    """The seeds' results of one initialisation scheme, as curves for `lstm_lab.book.plots.plot_seed_curves`.
+    Chapter 8."""
     return [as_curve(results[name]) for seed in STUDY_SEEDS if (name := init_name(scheme, seed)) in results]
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from IPython.display import Markdown
 
+__all__ = ["show_source", "show_table", "public_members", "declaration", "module_reference"]
+
 
 def show_source(obj):
     """Display the source of a function, class or method from `lstm_lab` as highlighted Python, or a whole
@@ -27,7 +29,8 @@ def table_text(value):
 
 
 def show_table(rows, columns=None, floatfmt=".3g"):
-    """Display a list of dicts (or of sequences with `columns`) as a Markdown table (`table_text` escapes)."""
+    """Display a list of dicts (or of sequences with `columns`) as a Markdown table (`table_text` escapes).
+    Chapters 1, 2, 3, 4, 5, 6, 7, 8 and 9."""
     if columns is None:
         columns = list(rows[0])
         rows = [[row[c] for c in columns] for row in rows]
@@ -39,10 +42,14 @@ def show_table(rows, columns=None, floatfmt=".3g"):
 
 
 def public_members(module):
-    """The functions and classes a module defines itself (not imported ones), minus private names."""
+    """The functions and classes of a module's public surface: those in its `__all__` (every module of the
+    package has one), else those it defines itself, minus private names.  Chapter 1."""
     members = []
+    public = getattr(module, "__all__", None)
     for name, obj in vars(module).items():
         if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if public is not None and name not in public:
             continue
         if inspect.isfunction(obj) or inspect.isclass(obj):
             members.append((name, obj))
@@ -50,7 +57,7 @@ def public_members(module):
 
 
 def declaration(name, obj):
-    """`def name(signature)`, or `class Name(signature)`, or `class Name(Base)` for exceptions."""
+    """`def name(signature)`, or `class Name(signature)`, or `class Name(Base)` for exceptions.  Chapter 1."""
     if inspect.isclass(obj) and issubclass(obj, BaseException):
         return f"class {name}({obj.__bases__[0].__name__})"
     return f"{'class' if inspect.isclass(obj) else 'def'} {name}{inspect.signature(obj)}"
@@ -59,7 +66,7 @@ def declaration(name, obj):
 def module_reference(module):
     """Markdown for one module of the API reference: its docstring, then each public function and class with
     its signature and docstring.  The appendix gives every module a heading of its own and calls this under
-    it, so the reference is rebuilt from the code at every build."""
+    it, so the reference is rebuilt from the code at every build.  Chapter 1."""
     parts = [f"```text\n{inspect.getdoc(module) or ''}\n```"]
     for name, obj in public_members(module):
         parts.append(f"### `{name}`\n\n```python\n{declaration(name, obj)}\n```\n\n"

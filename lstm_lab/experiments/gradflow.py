@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 from lstm_lab.cells import cell_update
 
+__all__ = ["tanh_rnn_layer", "forget_gate_activations", "gradient_norms_through_time", "gradient_norms_over_seeds",
+           "geometric_mean", "decay_per_step", "layer_states", "gradient_norms_by_layer"]
+
 
 def tanh_rnn_layer(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """The simple ("vanilla") RNN, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), over a sequence.

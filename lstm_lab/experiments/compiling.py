@@ -19,6 +19,8 @@ import logging
 import torch
 import torch._dynamo
 
+__all__ = ["count_compilations", "window_lengths"]
+
 QUIET_LOGGERS = ("torch._dynamo", "torch._guards")  # their warnings repeat what the counts show
 
 
@@ -76,7 +78,7 @@ def count_compilations(fn, lengths, make_inputs=None, mark_dynamic=False, **comp
 
 def window_lengths(num_tokens, batch_size, seq_len):
     """The distinct window lengths of one epoch of `bptt_windows` over `num_tokens` tokens in `batch_size`
-    streams: {length: how many windows}.  The last window is shorter unless seq_len divides the steps."""
+    streams: {length: how many windows}.  The last window is shorter unless seq_len divides the steps.  Chapter 7."""
     steps = num_tokens // batch_size - 1  # rows of batchify's output that have a next token
     lengths = {seq_len: steps // seq_len}
     if steps % seq_len:
