@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["sha256_of", "try_lock", "remove_stale_parts", "write_atomically"]
+__all__ = ["sha256_of", "try_lock", "wait_lock", "remove_stale_parts", "write_atomically"]
 
 try:
     import fcntl  # file locks (Linux, macOS); Windows has no fcntl, and there nothing is locked
@@ -39,6 +39,13 @@ def try_lock(f):
     except BlockingIOError:  # another open file holds it
         return False
     return True
+
+
+def wait_lock(f):
+    """Lock the open file `f` for this process, waiting as long as another process holds it (its lock goes when
+    it ends, however it ends).  Chapter 3."""
+    if fcntl is not None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
 
 
 def remove_stale_parts(folder, name="*"):

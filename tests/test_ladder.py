@@ -1,4 +1,7 @@
 """Every rung of the speed ladder is nn.LSTM: outputs, final state and every gradient (chapter 3)."""
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -230,3 +233,43 @@ def test_cpp_flags_differ_only_in_fast_math():
     fast, plain = ladder_module.cpp_flags(), ladder_module.cpp_flags(fast_math=False)
     assert set(fast) - set(plain) == {"/fp:fast" if ladder_module.os.name == "nt" else "-ffast-math"}
     assert set(plain) < set(fast)
+
+
+def fake_build(monkeypatch):
+    """cpp_extension.load replaced by a recorder: build_cpp's locking and folders are tested without compiling."""
+    calls = []
+    monkeypatch.setattr(ladder_module.cpp_extension, "load", lambda **kwargs: calls.append(kwargs) or kwargs)
+    return calls
+
+
+def test_build_cpp_removes_the_lock_a_killed_build_left_and_keys_its_folder_by_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    calls = fake_build(monkeypatch)
+    source = tmp_path / "cell.cpp"
+    source.write_text("// one version\n")
+    folder = Path(ladder_module.build_cpp("cell", source, ["-O3"])["build_directory"])
+    (folder / "lock").touch()  # torch's lock file, as a build killed mid-way leaves it: torch would wait forever
+    assert Path(ladder_module.build_cpp("cell", source, ["-O3"])["build_directory"]) == folder
+    assert not (folder / "lock").exists() and len(calls) == 2
+    source.write_text("// another version\n")
+    other = Path(ladder_module.build_cpp("cell", source, ["-O3"])["build_directory"])
+    flags = Path(ladder_module.build_cpp("cell", source, ["-O2"])["build_directory"])
+    assert len({folder, other, flags}) == 3  # an edited source or other flags never reuse a build
+
+
+@pytest.mark.skipif(ladder_module.os.name == "nt", reason="needs file locks")
+def test_build_cpp_waits_for_a_live_builder_and_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    calls = fake_build(monkeypatch)
+    source = tmp_path / "cell.cpp"
+    source.write_text("// one version\n")
+    folder = Path(ladder_module.build_cpp("cell", source, ["-O3"])["build_directory"])
+    with open(folder / "build.flock", "a+") as held:  # another builder, alive
+        assert ladder_module.try_lock(held)
+        second = threading.Thread(target=ladder_module.build_cpp, args=("cell", source, ["-O3"]))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and len(calls) == 1  # it waits while the other builds
+    second.join(timeout=10)
+    assert not second.is_alive() and len(calls) == 2
+    assert "waiting for another process that is building cell.cpp" in capsys.readouterr().err

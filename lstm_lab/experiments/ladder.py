@@ -26,9 +26,11 @@ In the order chapter 3 builds them, roughly slowest first (measured there):
     nn.LSTM    PyTorch's own kernel (`_VF.lstm`): oneDNN on CPU, cuDNN on an NVIDIA GPU
 """
 import functools
+import hashlib
 import os
 import platform
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -37,12 +39,13 @@ from torch.autograd.function import once_differentiable
 from torch.utils import cpp_extension
 
 from lstm_lab.cells import cell_update
+from lstm_lab.files import try_lock, wait_lock
 from lstm_lab.lstm import lstm_layer
 
 __all__ = ["CPP_SOURCE", "lstm_weights", "stack_layers", "naive_layer", "fused_layer", "tanh", "TorchMatmul",
            "OneDNNMatmul", "parameter_gradients", "LSTMFunction", "bptt_layer", "onednn_layer", "cpp_flags",
-           "cpp_cell", "cpp_available", "CppLSTMFunction", "cpp_layer", "compiled_layer", "layer_inputs", "nn_lstm",
-           "aten_lstm", "make_problem", "compare_with_nn_lstm", "assert_same_as_nn_lstm", "rung", "ladder"]
+           "build_cpp", "cpp_cell", "cpp_available", "CppLSTMFunction", "cpp_layer", "compiled_layer", "layer_inputs",
+           "nn_lstm", "aten_lstm", "make_problem", "compare_with_nn_lstm", "assert_same_as_nn_lstm", "rung", "ladder"]
 
 
 def lstm_weights(lstm):
@@ -268,16 +271,38 @@ def cpp_flags(fast_math=True):
     return ["-O3"] + (["-ffast-math"] if fast_math else []) + native
 
 
+def build_cpp(name, source, flags):
+    """Build (or load the earlier build of) the C++ file `source` as a Python module, safely shared between
+    processes and checkouts.  Chapter 3.
+
+    The build folder is torch's for `name` plus a hash of the source, the flags, the machine and torch's
+    version, so an edited source or another kind of machine never reuses a stale build.  One process builds
+    at a time: the others wait (saying so) on a file lock the operating system releases when its holder ends,
+    however it ends.  torch's own lock file, which a builder killed mid-build leaves behind (and which makes
+    every later `cpp_extension.load` wait forever), is removed once we hold our lock, since no builder can be
+    using it then."""
+    key = hashlib.sha256(Path(source).read_bytes() + " ".join(flags).encode() + platform.machine().encode()
+                         + torch.__version__.encode()).hexdigest()[:12]
+    folder = Path(cpp_extension._get_build_directory(f"{name}_{key}", verbose=False))  # torch's folder for it
+    with open(folder / "build.flock", "a+") as lock:
+        if not try_lock(lock):
+            print(f"waiting for another process that is building {Path(source).name} in {folder}", file=sys.stderr,
+                  flush=True)
+            wait_lock(lock)
+        (folder / "lock").unlink(missing_ok=True)  # torch's lock of a killed build: nobody else builds now
+        return cpp_extension.load(name=f"{name}_{key}", sources=[str(source)], extra_cflags=flags,
+                                  build_directory=str(folder))
+
+
 @functools.cache
 def cpp_cell():
-    """The C++ step kernels of csrc/lstm_cell.cpp, compiled on the first call (tens of seconds).  torch keeps
-    the build in its extensions folder ($TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions on
-    Linux), so later processes only load it.  The build is tuned for the CPU it runs on (-march=native on
-    x86): machines of different kinds that share a home folder should each set their own
-    $TORCH_EXTENSIONS_DIR.  Needs a C++ compiler and ninja (`pip install ninja`).  Returns the module with
-    `forward_step` and `backward_step`.  Chapter 3."""
+    """The C++ step kernels of csrc/lstm_cell.cpp, compiled on the first call (tens of seconds; `build_cpp`).
+    torch keeps the build in its extensions folder ($TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions
+    on Linux), so later processes only load it.  The build is tuned for the CPU it runs on (-march=native on
+    x86).  Needs a C++ compiler and ninja (`pip install ninja`).  Returns the module with `forward_step` and
+    `backward_step`.  Chapter 3."""
     try:
-        return cpp_extension.load(name="lstm_lab_cell", sources=[str(CPP_SOURCE)], extra_cflags=cpp_flags())
+        return build_cpp("lstm_lab_cell", CPP_SOURCE, cpp_flags())
     except (RuntimeError, OSError, ImportError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"the cpp rung needs a C++ compiler and ninja to build {CPP_SOURCE.name}: {message}") \
