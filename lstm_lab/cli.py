@@ -1,4 +1,5 @@
-"""The command line: `python -m lstm_lab train | evaluate | generate | poems | dates | bench`, and nothing else.
+"""The command line: `python -m lstm_lab train | evaluate | generate | poems | dates | bench | throughput`, and nothing
+else: every subcommand's options are parsed and checked here.
 
     python -m lstm_lab train --preset zaremba-small --rnn lab --out runs/small-lab [--resume] [--epochs N] [--amp]
     python -m lstm_lab train --preset zaremba-small --corpus wikitext-2 --out runs/wt2-small
@@ -10,10 +11,12 @@
     python -m lstm_lab poems generate --out runs/poems --acrostic 春夏秋冬 --form 5x4
     python -m lstm_lab dates train --out runs/dates --score general [--resume]
     python -m lstm_lab dates translate --out runs/dates "3 March 1999" "Mar 3, 99"   (or one per line on stdin)
-    python -m lstm_lab bench ...   (forwarded to lstm_lab.experiments.bench.main)
+    python -m lstm_lab bench --json lstm_lab/recorded/bench-cpu.json [--sizes ptb-small --repeats 5 --no-compile]
+    python -m lstm_lab throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
 
 Each subcommand checks its values first (a bad one ends in one line saying what was expected), then calls
-the package: run folders, resuming and recording are `lstm_lab.runs`, provenance `lstm_lab.provenance`.
+the package: run folders, resuming and recording are `lstm_lab.runs`, provenance `lstm_lab.provenance`, the
+benchmarks `lstm_lab.experiments.bench` (chapter 3) and `lstm_lab.experiments.throughput` (chapter 7).
 Nothing in the package imports this module.  Introduced in chapter 6.
 """
 import argparse
@@ -25,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.checkpoint import CheckpointError
+from lstm_lab.checkpoint import CheckpointError, atomic_write_json
 from lstm_lab.config import LEVEL_CHOICES, PRESETS, RNN_CHOICES, preset
 from lstm_lab.data.corpus import EOS, load_corpus
 from lstm_lab.data.download import ChecksumError, DataNotFoundError
 from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device, start_process_group,
                                   stop_process_group, world_from_env)
-from lstm_lab.experiments import bench
+from lstm_lab.experiments import bench, throughput
 from lstm_lab.generate import generate
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.lm_train import LanguageModelTask, evaluate, load_lm_run
@@ -158,12 +161,40 @@ def text_path(text):
     return str(Path(text).resolve())
 
 
-def add_common(parser):
-    """Options every subcommand that runs a model takes."""
+def writable_file(text):
+    """argparse type: the path of a file this process can write (made or replaced): not a folder, and the nearest
+    folder on its way that exists is a folder it may write in (the missing ones are made when it is written)."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected the path of a file, got ''")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: expected the path of a file")
+    folder = path.parent
+    while not folder.exists():  # ends: the current folder or / exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is not writable")
+    return text
+
+
+def add_device(parser):
+    """--device: where a subcommand runs."""
     parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, cuda, cuda:1 ... (default: $LSTM_LAB_DEVICE, else CUDA if available)")
+
+
+def add_threads(parser):
+    """--threads: torch's CPU threads."""
     parser.add_argument("--threads", type=thread_count, default=1,
                         help="CPU threads for torch (default 1, so runs side by side do not fight)")
+
+
+def add_common(parser):
+    """Options every subcommand that runs a model takes."""
+    add_device(parser)
+    add_threads(parser)
     parser.add_argument("--data-dir", type=existing_folder, default=None,
                         help="folder with the corpora (default: $LSTM_LAB_DATA, data/)")
 
@@ -179,7 +210,7 @@ def build_parser():
     """The argparse parser of all subcommands.  Chapter 6."""
     parser = argparse.ArgumentParser(prog="python -m lstm_lab", description="LSTM Lab language models")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,evaluate,generate,poems,dates,bench}")
+                                metavar="{train,evaluate,generate,poems,dates,bench,throughput}")
     train = sub.add_parser("train", help="train a preset, checkpointing every epoch")
     train.add_argument("--preset", required=True, choices=list(PRESETS), help="named configuration")
     text = train.add_mutually_exclusive_group()
@@ -237,7 +268,8 @@ def build_parser():
     add_common(generate)
     add_poems(sub)
     add_dates(sub)
-    sub.add_parser("bench", help="speed benchmarks (arguments go to lstm_lab.experiments.bench)", add_help=False)
+    add_bench(sub)
+    add_throughput(sub)
     return parser
 
 
@@ -302,23 +334,52 @@ def add_dates(sub):
     add_common(translate)
 
 
+def add_bench(sub):
+    """`bench`: chapter 3's speed ladder, every rung against nn.LSTM."""
+    command = sub.add_parser("bench", help="chapter 3's speed ladder: forward + backward of every rung vs nn.LSTM")
+    command.add_argument("--json", type=writable_file, default=None,
+                         help="write results and provenance to this file")
+    command.add_argument("--sizes", nargs="+", choices=list(bench.SIZES), default=None,
+                         help=f"size sets (default: {' '.join(bench.CPU_SIZES)} on CPU; {' '.join(bench.GPU_SIZES)} "
+                              "on GPU)")
+    command.add_argument("--repeats", type=positive_int, default=10, help="timed rounds per size set (default 10)")
+    command.add_argument("--warmup", type=positive_int, default=2, help="untimed calls per rung first (default 2)")
+    add_threads(command)
+    add_device(command)
+    command.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung")
+    command.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for every rung (default off)")
+    command.add_argument("--no-graphs", action="store_true", help="on a GPU, leave out the CUDA-graph rungs")
+
+
+def add_throughput(sub):
+    """`throughput`: chapter 7's training words per second, several ways."""
+    command = sub.add_parser("throughput", help="chapter 7's training words per second: nn.LSTM, the book's LSTM, "
+                                                "compiled, graphed, AMP")
+    add_device(command)
+    command.add_argument("--sizes", nargs="+", choices=throughput.SIZES, default=list(throughput.SIZES))
+    command.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (after 3 warm-up rounds)")
+    command.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
+    command.add_argument("--json", type=writable_file, default=None, help="write the results here")
+    command.set_defaults(threads=None)  # torch's own thread count
+
+
 def main(argv=None):
     """Entry point of `python -m lstm_lab`; returns the exit status.
 
     A bad command-line value exits with status 2 and one line saying what was expected; a run folder or data
     file that cannot be used exits with status 1 and one line saying what to do.  Chapter 6."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        return bench.main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.device = pick_device(args.device)  # --device was checked by argparse; this checks $LSTM_LAB_DEVICE
     except ValueError as error:
         parser.error(str(error))
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     commands = {"train": train_command, "evaluate": evaluate_command, "generate": generate_command,
-                "poems": poems_command, "dates": dates_command}
+                "poems": poems_command, "dates": dates_command, "bench": bench_command,
+                "throughput": throughput_command}
     try:
         return commands[args.command](args, argv) or 0
     except UsageError as error:
@@ -508,3 +569,34 @@ def dates_command(args, argv):
     train_in_folder(out, args.resume, lambda has_run: train_run(
         DatesTask, {"dates": config}, out, has_run, args.device, argv, args.results, args.epochs))
     return 0
+
+
+def bench_command(args, argv):
+    """`bench`: time every rung of the speed ladder, print one line per size set and rung, write --json if given."""
+    record = bench.record_bench(args.sizes, args.device, args.repeats, args.warmup, compiled=not args.no_compile,
+                                tf32=args.tf32, graphs=not args.no_graphs, argv=argv)
+    for line in bench.table_lines(record["results"]):
+        print(line, flush=True)
+    if args.json:
+        write_record(record, args.json)
+    return 0
+
+
+def throughput_command(args, argv):
+    """`throughput`: words per second of every training-step variant, printed, and written to --json if given."""
+    record = throughput.record_throughput(args.sizes, args.device, compiled=not args.no_compile, repeats=args.repeats,
+                                          argv=argv)
+    for line in throughput.table_lines(record["results"]):
+        print(line, flush=True)
+    if args.json:
+        write_record(record, args.json)
+    return 0
+
+
+def write_record(record, path):
+    """Write a benchmark's record as JSON to `path`, atomically: a write that fails (a full disk) leaves `path` as it
+    was and ends in one line, exit status 1 (the table printed above still holds the numbers)."""
+    try:
+        atomic_write_json(record, path)
+    except OSError as error:
+        raise SystemExit(f"error: could not write {path}: {error.strerror or error}") from None

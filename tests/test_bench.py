@@ -89,12 +89,12 @@ def check_record(record, sizes):
         assert block["rungs"]["nn.LSTM"]["ratio"] == pytest.approx(1.0)
 
 
-def test_main_writes_a_valid_json(tmp_path):
+def test_the_bench_command_writes_a_valid_json(tmp_path, capsys):
     path = tmp_path / "sub" / "bench.json"
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--json", str(path), "--sizes", "tiny", "--repeats", "2", "--warmup", "1",
-                           "--no-compile"]) == 0
+        assert cli.main(["bench", "--json", str(path), "--sizes", "tiny", "--repeats", "2", "--warmup", "1",
+                         "--no-compile"]) == 0
     finally:
         torch.set_num_threads(threads)
     record = json.loads(path.read_text())
@@ -103,24 +103,15 @@ def test_main_writes_a_valid_json(tmp_path):
     assert record["provenance"]["threads"] == 1
     assert 0 < record["provenance"]["wall_seconds"] < 600
     assert "compiled" not in record["results"]["tiny"]["rungs"]
+    assert capsys.readouterr().out.splitlines() == bench.table_lines(record["results"])
 
 
-def test_the_cli_forwards_bench(tmp_path):
-    path = tmp_path / "bench.json"
-    threads = torch.get_num_threads()
-    try:
-        assert cli.main(["bench", "--json", str(path), "--sizes", "tiny", "--repeats", "1", "--warmup", "1",
-                         "--no-compile"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    check_record(json.loads(path.read_text()), ["tiny"])
-
-
-def test_main_rejects_bad_arguments():
-    with pytest.raises(SystemExit):
-        bench.main(["--sizes", "huge"])
-    with pytest.raises(SystemExit):
-        bench.main(["--repeats", "0"])
+def test_record_bench_takes_plain_arguments():
+    record = bench.record_bench(["tiny"], "cpu", repeats=1, warmup=1, compiled=False, argv=["bench", "--sizes", "tiny"])
+    check_record(record, ["tiny"])
+    assert record["provenance"]["command"] == "python -m lstm_lab bench --sizes tiny"
+    lines = bench.table_lines(record["results"])
+    assert len(lines) == len(record["results"]["tiny"]["rungs"]) and "nn.LSTM" in lines[-1]
 
 
 def test_plot_ladder_has_one_panel_per_size_set():

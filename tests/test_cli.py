@@ -1,6 +1,7 @@
 """`python -m lstm_lab`: choices are checked, and train -> evaluate -> generate works end to end."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,14 +42,120 @@ def test_bad_names_and_values_are_rejected_with_the_choices(argv, choices, capsy
     assert choices in capsys.readouterr().err
 
 
-def test_bench_forwards_its_arguments(monkeypatch):
-    seen = []
-    monkeypatch.setattr("lstm_lab.experiments.bench.main", lambda argv=None: seen.append(argv) or 0)
-    assert main(["bench", "--quick", "--out", "x.json"]) == 0
-    assert seen == [["--quick", "--out", "x.json"]]
-
-
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+def fake_record(calls, name):
+    """A stand-in for a benchmark's work function: notes its arguments, returns a record with no rows."""
+    def record(*args, **kwargs):
+        calls.append((name, args, kwargs))
+        return {"provenance": {"command": "python -m lstm_lab " + " ".join(kwargs["argv"])}, "results": {}}
+    return record
+
+
+def test_bench_and_throughput_pass_their_checked_options_to_the_work(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("lstm_lab.experiments.bench.record_bench", fake_record(calls, "bench"))
+    monkeypatch.setattr("lstm_lab.experiments.throughput.record_throughput", fake_record(calls, "throughput"))
+    bench_argv = ["bench", "--sizes", "tiny", "ptb-small", "--repeats", "3", "--warmup", "1", "--device", "cpu",
+                  "--no-compile", "--tf32", "--json", str(tmp_path / "new" / "bench.json")]
+    assert main(bench_argv) == 0
+    throughput_argv = ["throughput", "--sizes", "zaremba-small", "--repeats", "2", "--device", "cpu", "--no-compile",
+                       "--json", str(tmp_path / "throughput.json")]
+    assert main(throughput_argv) == 0
+    assert calls == [("bench", (["tiny", "ptb-small"], torch.device("cpu"), 3, 1),
+                      {"compiled": False, "tf32": True, "graphs": True, "argv": bench_argv}),
+                     ("throughput", (["zaremba-small"], torch.device("cpu")),
+                      {"compiled": False, "repeats": 2, "argv": throughput_argv})]
+    record = json.loads((tmp_path / "new" / "bench.json").read_text())
+    assert record["provenance"]["command"] == "python -m lstm_lab " + " ".join(bench_argv)
+    assert json.loads((tmp_path / "throughput.json").read_text())["results"] == {}
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bench.json", "new", "throughput.json"]  # no .part files
+
+
+def test_a_record_that_cannot_be_written_leaves_the_old_one_whole(monkeypatch, tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text('{"old": true}\n')
+    monkeypatch.setattr("lstm_lab.experiments.bench.record_bench", fake_record([], "bench"))
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("lstm_lab.files.os.replace", disk_full)
+    with pytest.raises(SystemExit, match=re.escape(f"error: could not write {path}: No space left on device")):
+        main(["bench", "--json", str(path)])
+    assert json.loads(path.read_text()) == {"old": True} and [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
+def error_line(argv, capsys):
+    """The one error line of a command line that must end with a usage error (exit status 2) and no traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert "Traceback" not in err and len(errors) == 1, err
+    assert errors[0].startswith("python -m lstm_lab") and ": error: " in errors[0]
+    return errors[0]
+
+
+@pytest.fixture
+def no_benchmark(monkeypatch):
+    """Any benchmark work fails the test: a bad command line must end before it starts."""
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran before the command line was checked")
+    for name in ("lstm_lab.experiments.bench.record_bench", "lstm_lab.experiments.bench.run_bench",
+                 "lstm_lab.experiments.throughput.record_throughput", "lstm_lab.experiments.throughput.measure"):
+        monkeypatch.setattr(name, must_not_run)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["bench", "--threads", "32768"],
+     f"argument --threads: expected 1 to {os.cpu_count()} (the CPU cores of this machine), got 32768"),
+    (["bench", "--threads", "0"], "argument --threads: expected 1 to"),
+    (["bench", "--device", "foo"], "argument --device: unknown device 'foo': expected cpu, cuda, cuda:N or mps"),
+    (["bench", "--device", "meta"], "argument --device: unsupported device 'meta': expected cpu, cuda, cuda:N or mps"),
+    (["throughput", "--device", "foo"], "argument --device: unknown device 'foo': expected cpu, cuda"),
+    (["throughput", "--device", "meta"], "argument --device: unsupported device 'meta'"),
+    pytest.param(["bench", "--device", "cuda"], "argument --device: cuda: CUDA is not available", marks=NO_CUDA),
+    pytest.param(["throughput", "--device", "cuda"], "argument --device: cuda: CUDA is not available",
+                 marks=NO_CUDA),
+    (["bench", "--repeats", "0"], "argument --repeats: must be a positive integer, got 0"),
+    (["bench", "--repeats", "ten"], "argument --repeats: invalid positive_int value: 'ten'"),
+    (["throughput", "--repeats", "0"], "argument --repeats: must be a positive integer, got 0"),
+    (["bench", "--warmup", "-1"], "argument --warmup: must be a positive integer, got -1"),
+    (["bench", "--warmup", "0"], "argument --warmup: must be a positive integer, got 0"),
+    (["bench", "--sizes", "huge"], "argument --sizes: invalid choice: 'huge'"),
+    (["throughput", "--sizes", "zaremba-huge"], "argument --sizes: invalid choice: 'zaremba-huge'"),
+    (["bench", "--json", ""], "argument --json: expected the path of a file, got ''"),
+])
+def test_bad_benchmark_options_end_in_one_line_before_any_work(argv, expected, capsys, no_benchmark):
+    assert expected in error_line(argv, capsys)
+
+
+@pytest.mark.parametrize("command", ["bench", "throughput"])
+@pytest.mark.parametrize("json_path, expected", [
+    ("{folder}", "argument --json: {folder} is a folder: expected the path of a file"),
+    ("{file}/x.json", "argument --json: cannot write {file}/x.json: {file} is a file, not a folder"),
+    ("{file}/sub/x.json", "argument --json: cannot write {file}/sub/x.json: {file} is a file, not a folder"),
+    ("{locked}/x.json", "argument --json: cannot write {locked}/x.json: {locked} is not writable"),
+    ("{locked}/sub/x.json", "argument --json: cannot write {locked}/sub/x.json: {locked} is not writable"),
+])
+def test_a_json_path_that_cannot_be_written_is_refused_before_any_work(command, json_path, expected, tmp_path,
+                                                                      capsys, monkeypatch, no_benchmark):
+    paths = {"folder": tmp_path / "folder", "file": tmp_path / "file", "locked": tmp_path / "locked"}
+    paths["folder"].mkdir()
+    paths["file"].write_text("not a folder")
+    paths["locked"].mkdir(mode=0o555)
+    if os.access(paths["locked"], os.W_OK):  # root may write anywhere: show the check what another user would see
+        writable = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != paths["locked"] and writable(path, mode))
+    assert expected.format(**paths) in error_line([command, "--json", json_path.format(**paths)], capsys)
+    assert list(paths["locked"].iterdir()) == [] and list(paths["folder"].iterdir()) == []
+
+
+def test_a_bad_device_in_the_environment_ends_the_benchmark_before_it_starts(monkeypatch, capsys, no_benchmark):
+    monkeypatch.setenv("LSTM_LAB_DEVICE", "gpu")
+    assert "$LSTM_LAB_DEVICE: unknown device 'gpu'" in error_line(["bench"], capsys)
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lstm_lab import LSTM
+from lstm_lab import LSTM, cli
 from lstm_lab.book.plots import plot_packed_layout
 from lstm_lab.config import ModelConfig, TrainConfig
 from lstm_lab.data.corpus import batchify, bptt_windows
@@ -132,19 +132,20 @@ def test_throughput_rows_are_words_per_second_against_nn_lstm():
 
 
 def test_the_throughput_command_writes_results_with_provenance(tmp_path, capsys):
-    from lstm_lab.experiments.throughput import main
     out = tmp_path / "throughput.json"
-    argv = ["--device", "cpu", "--sizes", "zaremba-small", "--repeats", "1", "--no-compile", "--json", str(out)]
-    assert main(argv) == 0
+    argv = ["throughput", "--device", "cpu", "--sizes", "zaremba-small", "--repeats", "1", "--no-compile",
+            "--json", str(out)]
+    assert cli.main(argv) == 0
     record = json.loads(out.read_text())
-    assert record["provenance"]["command"].startswith("python -m lstm_lab.experiments.throughput --device cpu")
+    assert record["provenance"]["command"] == "python -m lstm_lab " + " ".join(argv)
+    assert record["provenance"]["tf32"] is False
     assert set(record["results"]["zaremba-small"]) == {"nn.LSTM", "lstm_lab.LSTM", "nn.LSTM, AMP"}
     assert "words/s" in capsys.readouterr().out
 
 
-def test_the_throughput_command_rejects_a_repeat_count_below_one(capsys):
-    from lstm_lab.experiments.throughput import main
+def test_the_throughput_command_rejects_a_repeat_count_below_one(capsys, monkeypatch):
+    monkeypatch.setattr("lstm_lab.experiments.throughput.measure", lambda *args: pytest.fail("measured"))
     with pytest.raises(SystemExit) as exit_info:
-        main(["--repeats", "0"])
+        cli.main(["throughput", "--repeats", "0"])
     assert exit_info.value.code == 2
-    assert "--repeats must be a positive number of rounds, got 0" in capsys.readouterr().err
+    assert "argument --repeats: must be a positive integer, got 0" in capsys.readouterr().err

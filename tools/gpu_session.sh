@@ -20,7 +20,7 @@
 #      RUNS/poems-full.json, beside step 2;
 #   7. the speed ladder (python -m lstm_lab bench --device cuda), alone on the GPU once step 2 is done
 #      (or after BENCH_DEADLINE seconds, default 1200, at the latest; the log says which);
-#   8. chapter 7's throughput table (python -m lstm_lab.experiments.throughput --device cuda), alone after step 7.
+#   8. chapter 7's throughput table (python -m lstm_lab throughput --device cuda), alone after step 7.
 # The result JSONs land in RUNS; copy them into lstm_lab/recorded/ and commit them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +72,7 @@ session() {
   while kill -0 "$lab" 2>/dev/null && [ $SECONDS -lt "${BENCH_DEADLINE:-1200}" ]; do sleep 5; done
   kill -0 "$lab" 2>/dev/null && echo "$(date -u +%T) bench: starting while medium-lab still runs (deadline)"
   step bench "$runs/bench-gpu.json" '"results"' python -m lstm_lab bench --device cuda --json "$runs/bench-gpu.json"
-  step throughput "$runs/throughput-gpu.json" '"results"' python -m lstm_lab.experiments.throughput --device cuda \
+  step throughput "$runs/throughput-gpu.json" '"results"' python -m lstm_lab throughput --device cuda \
     --json "$runs/throughput-gpu.json"
   wait "$lab"
   echo "$(date -u +%T) session done"

@@ -2,7 +2,7 @@
 
     ladder      nine LSTMs of increasing speed, each the same function as nn.LSTM           (3)
     timing      fair timing (warm-up, synchronisation, interleaving) and small speed checks (3)
-    bench       the speed-ladder benchmark and its command line                             (3)
+    bench       the speed-ladder benchmark (`python -m lstm_lab bench`)                     (3)
     epoch_time  report 000's training loop, one fix at a time, and its epoch time projected (3)
     compiling   how often torch.compile compiles an LSTM: one graph per sequence length     (3, 7)
     gradflow    gradient norms through time: tanh RNN vs LSTM, forget-gate bias             (1, 2, 5)

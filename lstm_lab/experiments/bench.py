@@ -2,20 +2,18 @@
 
     python -m lstm_lab bench --json lstm_lab/recorded/bench-cpu.json       # the default size sets
     python -m lstm_lab bench --sizes ptb-small --repeats 5 --no-compile    # quicker
-    python -m lstm_lab.experiments.bench ...                                           # the same, directly
 
 All rungs run in one process on the same weights and input, timed round-robin (see
 `lstm_lab.experiments.timing`), with warm-up and, on a GPU, synchronisation and TF32 set alike for every rung.
 The result is a JSON-ready dict: provenance (device, versions, threads, commit, command, date) and,
-per size set, each rung's median time and its ratio to nn.LSTM.  Introduced in chapter 3.
+per size set, each rung's median time and its ratio to nn.LSTM.  The command line (`lstm_lab.cli`) checks the
+options, calls `record_bench` and writes the record with `lstm_lab.checkpoint.atomic_write_json`.
+Introduced in chapter 3.
 """
-import argparse
 import functools
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -23,10 +21,10 @@ import torch
 from lstm_lab.experiments.ladder import ladder, lstm_weights, make_problem
 from lstm_lab.experiments.timing import interleaved_times, summarize, time_call
 from lstm_lab.provenance import provenance
-from lstm_lab.runtime import capture_cuda_graph, pick_device
+from lstm_lab.runtime import capture_cuda_graph
 
 __all__ = ["SIZES", "REFERENCE", "forward_backward", "set_tf32", "graphed_candidates", "bench_size", "run_bench",
-           "sweep", "results_table", "plot_ladder", "plot_sweep", "build_parser", "main"]
+           "record_bench", "sweep", "results_table", "table_lines", "plot_ladder", "plot_sweep"]
 
 SIZES = {  # named size sets; keys follow the book's glossary
     "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
@@ -35,6 +33,8 @@ SIZES = {  # named size sets; keys follow the book's glossary
     "tiny": {"seq_len": 3, "batch_size": 2, "input_size": 4, "hidden_size": 5, "num_layers": 2},  # smoke test
 }
 REFERENCE = "nn.LSTM"  # every ratio is time / time of this rung
+CPU_SIZES = ("ptb-small", "fastrnns")  # the size sets `bench` times by default on a CPU
+GPU_SIZES = ("ptb-small", "zaremba-medium", "fastrnns")  # ... and on a GPU
 GRAPHED = ("hoisted", "bptt", "compiled")  # rungs also timed as a CUDA graph on a GPU (--no-graphs: not)
 
 
@@ -117,6 +117,22 @@ def run_bench(size_names, device, repeats=10, warmup=2, compiled=True, graphs=Tr
             for name in size_names}
 
 
+def record_bench(size_names, device, repeats=10, warmup=2, compiled=True, tf32=False, graphs=True, argv=()):
+    """The benchmark's record: {"provenance": where, how and how long it ran, "results": `run_bench`'s}.
+
+    size_names: keys of SIZES (None or empty: CPU_SIZES, or GPU_SIZES on a GPU).  device: "cpu", "cuda", a
+    torch.device.  tf32: on a GPU, allow TF32 for every rung (`set_tf32`).  argv: the command line, e.g.
+    ["bench", "--tf32"], recorded as "python -m lstm_lab bench --tf32".  Chapter 3."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        set_tf32(tf32)
+    size_names = list(size_names or (GPU_SIZES if device.type == "cuda" else CPU_SIZES))
+    start = time.perf_counter()
+    results = run_bench(size_names, device, repeats, warmup, compiled, graphs)
+    wall_seconds = round(time.perf_counter() - start, 3)
+    return {"provenance": bench_provenance(argv, device, tf32, wall_seconds), "results": results}
+
+
 def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
     """Time every rung while one size varies: rows {key: value, "rung": name, "median_ms": ...}.
 
@@ -132,8 +148,9 @@ def sweep(rungs, size, key, values, device, repeats=5, warmup=1):
 
 def bench_provenance(argv, device, tf32, wall_seconds=None):
     """Where and how the benchmark ran: lstm_lab.provenance plus the kernels' switches and, when given, the
-    benchmark's wall time in seconds.  Chapter 3."""
-    record = provenance(["bench", *argv], device)
+    benchmark's wall time in seconds.  argv: the command line after `python -m lstm_lab` ("bench", ...).
+    Chapter 3."""
+    record = provenance(list(argv), device)
     settings = {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "TORCH_EXTENSIONS_", "OMP_", "MKL_"))}
     record.update(load_average=os.getloadavg(), mkldnn_enabled=torch.backends.mkldnn.is_available(),
                   environment=settings, wall_seconds=wall_seconds)
@@ -147,6 +164,16 @@ def results_table(results):
     return [{"sizes": size_name, "rung": name, "median ms": row["median_ms"],
              "x nn.LSTM": row["ratio"], "first call s": row.get("first_call_s")}
             for size_name, block in results.items() for name, row in block["rungs"].items()]
+
+
+def table_lines(results):
+    """One printable line per size set and rung: median ms, ratio to nn.LSTM, first call.  Chapter 3."""
+    lines = []
+    for row in results_table(results):
+        first = "" if row["first call s"] is None else f"  (first call {row['first call s']:.2f} s)"
+        lines.append(f"{row['sizes']:>14}  {row['rung']:>16}  {row['median ms']:9.2f} ms  "
+                     f"{row['x nn.LSTM']:6.2f}x{first}")
+    return lines
 
 
 def plot_ladder(results, title=None):
@@ -195,50 +222,3 @@ def plot_sweep(rows, key, steps=None, title=None):
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def build_parser():
-    """The argparse parser of `python -m lstm_lab bench`.  Chapter 3."""
-    parser = argparse.ArgumentParser(prog="python -m lstm_lab bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None, help="write results and provenance to this file")
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=None,
-                        help="size sets (default: ptb-small fastrnns on CPU; ptb-small zaremba-medium fastrnns on GPU)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per size set (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per rung first (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
-    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for every rung (default off)")
-    parser.add_argument("--no-graphs", action="store_true", help="on a GPU, leave out the CUDA-graph rungs")
-    return parser
-
-
-def main(argv=None):
-    """Run the benchmark, print a table, and write --json if given.  Returns 0.  Chapter 3."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.repeats < 1 or args.warmup < 1 or args.threads < 1:
-        raise SystemExit("error: --repeats, --warmup and --threads must be positive")
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    if device.type == "cuda":
-        set_tf32(args.tf32)
-    sizes = args.sizes or (["ptb-small", "zaremba-medium", "fastrnns"] if device.type == "cuda"
-                           else ["ptb-small", "fastrnns"])
-    start = time.perf_counter()
-    results = run_bench(sizes, device, args.repeats, args.warmup, compiled=not args.no_compile,
-                        graphs=not args.no_graphs)
-    record = {"provenance": bench_provenance(argv, device, args.tf32, round(time.perf_counter() - start, 3)),
-              "results": results}
-    for row in results_table(results):
-        first = "" if row["first call s"] is None else f"  (first call {row['first call s']:.2f} s)"
-        print(f"{row['sizes']:>14}  {row['rung']:>16}  {row['median ms']:9.2f} ms  {row['x nn.LSTM']:6.2f}x{first}",
-              flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

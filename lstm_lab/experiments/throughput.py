@@ -1,7 +1,7 @@
 """Training throughput in words per second: one language-model training step, several ways, timed in turn.
 
-    python -m lstm_lab.experiments.throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
-    python -m lstm_lab.experiments.throughput --sizes zaremba-small --repeats 5 --no-compile   # quicker, any device
+    python -m lstm_lab throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
+    python -m lstm_lab throughput --sizes zaremba-small --repeats 5 --no-compile   # quicker, any device
 
 A step is what `train_epoch` does per window -- forward, Zaremba's loss, backward, clipping, SGD step -- on a
 (T, B) window of random token ids, with the state carried in.  Words per second = T x B / the step's median
@@ -14,13 +14,11 @@ time.  The ways (`VARIANTS`), each its own model built from the same seed:
     nn.LSTM, AMP         nn.LSTM under autocast: float16 with a GradScaler on a GPU, bfloat16 on a CPU
 
 Timed round-robin with warm-up and synchronisation (`lstm_lab.experiments.timing`), TF32 off for every variant.  The
-result carries its provenance.  Introduced in chapter 7, whose throughput table reads the recorded GPU run.
+result carries its provenance.  The command line (`lstm_lab.cli`) checks the options, calls `record_throughput` and
+writes the record with `lstm_lab.checkpoint.atomic_write_json`.  Introduced in chapter 7, whose throughput table reads
+the recorded GPU run.
 """
-import argparse
-import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -30,9 +28,9 @@ from lstm_lab.experiments.timing import interleaved_times, summarize
 from lstm_lab.lm_train import capture_train_step, train_window
 from lstm_lab.model import LanguageModel
 from lstm_lab.provenance import provenance
-from lstm_lab.runtime import amp_dtype, grad_scaler, pick_device
+from lstm_lab.runtime import amp_dtype, grad_scaler
 
-__all__ = ["SIZES", "REFERENCE", "make_step", "build_variants", "measure", "main"]
+__all__ = ["SIZES", "REFERENCE", "make_step", "build_variants", "measure", "record_throughput", "table_lines"]
 
 SIZES = ("zaremba-small", "zaremba-medium")  # presets timed by default
 VARIANTS = ("nn.LSTM", "lstm_lab.LSTM", "compiled", "CUDA graph", "nn.LSTM, AMP")
@@ -98,33 +96,19 @@ def measure(sizes=SIZES, device="cpu", variants=VARIANTS, repeats=10, warmup=3):
     return results
 
 
-def main(argv=None):
-    """Time every variant, print words per second, and write --json if given.  Returns 0.  Chapter 7."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m lstm_lab.experiments.throughput",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if there is one)")
-    parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
-    parser.add_argument("--repeats", type=int, default=10, help="timed rounds (after 3 warm-up rounds)")
-    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be a positive number of rounds, got {args.repeats}")
-    device = pick_device(args.device)
-    variants = [v for v in VARIANTS if not (args.no_compile and v == "compiled")]
-    results = measure(args.sizes, device, variants, args.repeats)
-    record = {"provenance": {**provenance(["throughput", *argv], device), "tf32": False}, "results": results}
-    record["provenance"]["command"] = "python -m lstm_lab.experiments.throughput " + " ".join(argv)
-    for size, rows in results.items():
-        for name, row in rows.items():
-            print(f"{size:>15}  {name:>15}  {row['words_per_second']:>10,.0f} words/s  {row['ratio']:5.2f}x the time "
-                  f"of {REFERENCE}", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
-    return 0
+def record_throughput(sizes, device, compiled=True, repeats=10, argv=()):
+    """The throughput record: {"provenance": where and how it ran (TF32 off), "results": `measure`'s}.
+
+    sizes: presets (e.g. SIZES).  device: "cpu", "cuda", a torch.device.  compiled: False leaves out the compiled
+    variant.  argv: the command line, e.g. ["throughput", "--device", "cuda"], recorded as
+    "python -m lstm_lab throughput --device cuda".  Chapter 7."""
+    device = torch.device(device)
+    variants = [name for name in VARIANTS if compiled or name != "compiled"]
+    results = measure(sizes, device, variants, repeats)
+    return {"provenance": {**provenance(list(argv), device), "tf32": False}, "results": results}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def table_lines(results):
+    """One printable line per size and variant: words per second and time against nn.LSTM.  Chapter 7."""
+    return [f"{size:>15}  {name:>15}  {row['words_per_second']:>10,.0f} words/s  {row['ratio']:5.2f}x the time "
+            f"of {REFERENCE}" for size, rows in results.items() for name, row in rows.items()]
