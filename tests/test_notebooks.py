@@ -1,4 +1,5 @@
 """The chapters as committed: output-free, listed in the table of contents, built from one template."""
+import ast
 import json
 import pkgutil
 import re
@@ -68,3 +69,18 @@ def test_the_api_page_has_a_section_for_every_module():
     assert headings == [f"## `lstm_lab.{name}`" for name in modules]
     calls = [source for source, kind in sources if kind == "code" and "module_reference(" in source]
     assert calls == [f'module_reference(importlib.import_module("lstm_lab.{name}"))' for name in modules]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_table_or_source_is_silently_dropped(path):
+    """A cell shows only its last expression: a show_table or show_source call above it must be display()ed."""
+    dropped = []
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or re.search(r"^\s*[%!]", source, re.M):
+            continue
+        for node in ast.parse(source).body[:-1]:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
+                    and getattr(node.value.func, "id", "") in ("show_table", "show_source"):
+                dropped.append(f"{cell.get('id')}: {ast.unparse(node)[:60]}")
+    assert dropped == []
