@@ -164,19 +164,43 @@ def text_path(text):
 def writable_file(text):
     """argparse type: the path of a file this process can write (made or replaced): not a folder, and the nearest
     folder on its way that exists is a folder it may write in (the missing ones are made when it is written)."""
-    path = Path(text)
     if not text:
         raise argparse.ArgumentTypeError("expected the path of a file, got ''")
-    if path.is_dir():
+    check_names(text)
+    if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder: expected the path of a file")
-    folder = path.parent
+    check_writable(Path(text).parent, text)
+    return text
+
+
+def run_folder(text):
+    """argparse type: the run folder a training writes: a folder, or a path where one can be made, that this
+    process may write in.  Checked before anything is trained or loaded."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected the path of a run folder, got ''")
+    check_names(text)
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file: expected a run folder (a folder, made if missing)")
+    check_writable(path, text)
+    return text
+
+
+def check_names(text):
+    """Raise argparse.ArgumentTypeError if a name in the path `text` is too long for the file system (255 bytes)."""
+    if any(len(part.encode()) > 255 for part in Path(text).parts):
+        raise argparse.ArgumentTypeError(f"cannot write {text[:60]}...: a name in it is longer than 255 bytes")
+
+
+def check_writable(folder, text):
+    """Raise argparse.ArgumentTypeError unless `folder`, or the nearest folder on its way that exists, is a folder
+    this process may write in."""
     while not folder.exists():  # ends: the current folder or / exists
         folder = folder.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is not writable")
-    return text
 
 
 def add_device(parser):
@@ -224,10 +248,12 @@ def build_parser():
     train.add_argument("--max-vocab", type=int_in(2, 10_000_000), default=None,
                        help="keep the N most frequent training tokens, <unk> included (default: all)")
     train.add_argument("--rnn", choices=RNN_CHOICES, default="lab", help="lab: lstm_lab.LSTM, torch: nn.LSTM")
-    train.add_argument("--out", required=True, help="run folder for checkpoint.pt, best.pt, config.json")
+    train.add_argument("--out", required=True, type=run_folder,
+                       help="run folder for checkpoint.pt, best.pt, config.json")
     train.add_argument("--resume", action="store_true",
                        help="continue the run saved in --out (with the same options; --epochs may extend it)")
-    train.add_argument("--results", default=None, help="also write the results JSON here (e.g. results/x.json)")
+    train.add_argument("--results", type=writable_file, default=None,
+                       help="also write the results JSON here (e.g. results/x.json)")
     train.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
     train.add_argument("--max-batches", type=non_negative_int, default=None, help="windows per epoch (0 = all)")
     train.add_argument("--batch-size", type=positive_int, default=None,
@@ -277,7 +303,7 @@ def add_run_options(train):
     """--seed, --resume, --results and the common options of `poems train` and `dates train`."""
     train.add_argument("--seed", type=seed_value, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    train.add_argument("--results", default=None, help="also write the results JSON here")
+    train.add_argument("--results", type=writable_file, default=None, help="also write the results JSON here")
     add_common(train)
 
 
@@ -286,7 +312,7 @@ def add_poems(sub):
     poems = sub.add_parser("poems", help="chapter 8's Tang poems: train | generate")
     action = poems.add_subparsers(dest="poems_command", required=True, metavar="{train,generate}")
     train = action.add_parser("train", help="train a character model of Tang poems, checkpointing every epoch")
-    train.add_argument("--out", required=True, help="run folder for checkpoint.pt and results.json")
+    train.add_argument("--out", required=True, type=run_folder, help="run folder for checkpoint.pt and results.json")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     train.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the config's)")
     train.add_argument("--epochs", type=positive_int, default=None)
@@ -320,7 +346,7 @@ def add_dates(sub):
     dates = sub.add_parser("dates", help="chapter 9's date translator: train | translate")
     action = dates.add_subparsers(dest="dates_command", required=True, metavar="{train,translate}")
     train = action.add_parser("train", help="train a date translator, checkpointing every epoch")
-    train.add_argument("--out", required=True, help="run folder for checkpoint.pt and results.json")
+    train.add_argument("--out", required=True, type=run_folder, help="run folder for checkpoint.pt and results.json")
     train.add_argument("--score", choices=SCORES + ("none",), default="general",
                        help="Luong's attention score, or none (no attention)")
     train.add_argument("--no-input-feeding", action="store_true", help="do not feed h̃_{t-1} into step t")

@@ -338,3 +338,41 @@ def test_train_on_another_registered_corpus(tmp_path, capsys):
     args = build_parser().parse_args(["train", "--preset", "zaremba-small", "--corpus", "wikitext-2", "--out", "x"])
     args.device = torch.device("cpu")
     assert requested_configs(args)[1].corpus == "wikitext-2"  # WikiText-2 itself loads in tests/test_texts.py
+
+
+TRAINS = {"train": ["train", "--preset", "smoke"], "poems train": ["poems", "train"], "dates train": ["dates", "train"]}
+
+
+@pytest.mark.parametrize("command", TRAINS)
+@pytest.mark.parametrize("option, value, expected", [
+    ("--out", "", "argument --out: expected the path of a run folder, got ''"),
+    ("--out", "FILE", "argument --out: FILE is a file: expected a run folder (a folder, made if missing)"),
+    ("--out", "FILE/run", "argument --out: cannot write FILE/run: FILE is a file, not a folder"),
+    ("--out", "x" * 300, "a name in it is longer than 255 bytes"),
+    ("--results", "", "argument --results: expected the path of a file, got ''"),
+    ("--results", "DIR", "argument --results: DIR is a folder: expected the path of a file"),
+    ("--results", "FILE/r.json", "argument --results: cannot write FILE/r.json: FILE is a file, not a folder"),
+])
+def test_a_run_folder_or_results_path_that_cannot_be_written_ends_in_one_line_before_training(
+        command, option, value, expected, tmp_path, capsys, monkeypatch):
+    (tmp_path / "FILE").write_text("not a folder")
+    (tmp_path / "DIR").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lstm_lab.cli.train_in_folder", lambda *a, **k: pytest.fail("training started"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    argv = TRAINS[command] + ["--out", "run", "--results", "r.json", "--device", "cpu"] + [option, value]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing was made
+
+
+def test_a_run_folder_in_a_folder_that_cannot_be_written_is_refused(tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr("lstm_lab.cli.os.access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    with pytest.raises(SystemExit) as info:
+        main(["dates", "train", "--out", str(locked / "run"), "--device", "cpu"])
+    assert info.value.code == 2 and f"cannot write {locked / 'run'}: {locked} is not writable" in capsys.readouterr().err
