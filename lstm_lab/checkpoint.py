@@ -99,9 +99,9 @@ def save_checkpoint(path, model, optimizer, configs, run_state, kind="lm", vocab
 
 
 def save_best(path, state_dict, configs, epoch):
-    """Save a run's best weights so far (best.pt): the state_dict, the configs and the epoch they are from.
-    Chapter 6."""
-    configs = {name: asdict(config) for name, config in configs.items()}
+    """Save a run's best weights so far (best.pt): the state_dict, the configs (dataclasses, or the dicts a
+    checkpoint holds) and the epoch they are from.  Chapter 6."""
+    configs = {name: config if isinstance(config, dict) else asdict(config) for name, config in configs.items()}
     atomic_save({"state_dict": state_dict, "config": configs, "epoch": epoch}, path)
 
 

@@ -273,8 +273,8 @@ def record_samples(model, vocab, level="word", seed=0, steps=40):
     samples = []
     for prompt, temperature, top_k in prompts:
         generator = torch.Generator().manual_seed(seed)
-        tokens = generate(model, vocab, prompt, steps, temperature, min(top_k or len(vocab), len(vocab)) if top_k
-                          else None, generator)
+        tokens = generate(model, vocab, prompt, steps, temperature, min(top_k, len(vocab)) if top_k else None,
+                          generator)
         samples.append({"prompt": join.join(prompt), "temperature": temperature, "top_k": top_k, "seed": seed,
                         "text": join.join(tokens)})
     return samples

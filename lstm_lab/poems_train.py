@@ -144,6 +144,7 @@ class PoemsTask:
     kind = "poems"  # the run-folder kind: `python -m lstm_lab poems train`
     monitor = "valid_ppl"  # early stopping and best.pt follow the validation perplexity per character
     next_lr = staticmethod(constant_lr)
+    data_sha256 = None  # the Tang corpus is pinned by its own sha256 (lstm_lab.data.manifest): nothing to recheck
 
     def __init__(self, config, splits, vocab, device):
         self.config, self.configs, self.splits, self.vocab = config, {"poems": config}, splits, vocab

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.checkpoint import (CheckpointError, atomic_save, atomic_write_json, checkpoint_best_epoch,
+from lstm_lab.checkpoint import (CheckpointError, atomic_write_json, checkpoint_best_epoch,
                                  checkpoint_configs, checkpoint_kind, config_differences, load_checkpoint,
                                  load_model_state, run_state_of, save_best, save_checkpoint, set_rng_state,
                                  tokens_sha256, with_epochs)
@@ -80,7 +80,7 @@ def train_run(task_class, configs, out, has_run, device, argv=(), results=None, 
     if checkpoint is None:
         run_state = new_run_state(settings["lr"])
     else:
-        check_data(out, checkpoint, getattr(task, "data_sha256", None))
+        check_data(out, checkpoint, task.data_sha256)
         check_vocab(out, checkpoint, task.vocab_tokens(), "the vocabulary of the data it reads now")
         run_state = resume_from(out, model, optimizer, checkpoint, scaler, leader)
     recorder = None
@@ -147,7 +147,7 @@ class RunRecorder:
         (`repair_best` then copies the weights over)."""
         model = unwrap(model)
         save_checkpoint(self.out / "checkpoint.pt", model, optimizer, self.task.configs, run_state, self.task.kind,
-                        self.vocab_sha256, self.scaler, getattr(self.task, "data_sha256", None))
+                        self.vocab_sha256, self.scaler, self.task.data_sha256)
         if run_state["history"][-1]["improved"]:
             save_best(self.out / "best.pt", model.state_dict(), self.task.configs, run_state["epoch"])
         self.write(run_state, model)
@@ -311,16 +311,10 @@ def repair_best(out, checkpoint):
         return  # no epoch has improved the validation loss: there is no best model yet
     held = saved_best(out / "best.pt")
     if best_at == epoch and not (held and same_weights(held["state_dict"], checkpoint["state_dict"])):
-        atomic_save_best(out / "best.pt", checkpoint)
+        save_best(out / "best.pt", checkpoint["state_dict"], checkpoint["config"], epoch)
     elif best_at != epoch and (held is None or held["epoch"] != best_at):
         raise RunError(f"{out / 'best.pt'} does not hold epoch {best_at}, the run's best, and only best.pt had its "
                        "weights: restore best.pt, or start the run again in a new folder")
-
-
-def atomic_save_best(path, checkpoint):
-    """best.pt from a checkpoint's own weights, configs and epoch."""
-    atomic_save({"state_dict": checkpoint["state_dict"], "config": checkpoint["config"], "epoch": checkpoint["epoch"]},
-                path)
 
 
 def saved_best(path):

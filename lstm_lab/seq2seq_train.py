@@ -160,6 +160,7 @@ class DatesTask:
     kind = "dates"  # the run-folder kind: `python -m lstm_lab dates train`
     monitor = "valid_loss"  # best.pt follows the validation loss
     next_lr = staticmethod(constant_lr)
+    data_sha256 = None  # the examples are generated from the config, which a resume checks already
 
     def __init__(self, config, data, device):
         self.config, self.configs, self.data = config, {"dates": config}, data

@@ -92,17 +92,15 @@ def part_files(folder):
 # into place, then instead of its 2nd, ... until a run gets through; prints how many renames a whole run makes.
 # A run killed instead of rename n leaves the files of any instant between renames n - 1 and n (a write in
 # progress adds only a .part file), so together these runs stand for a kill at every instant of a run.
-# Each run is a fork of a process that has imported everything, so it starts at once.
+# Each run is a fork of a process that has imported everything, so it starts at once.  SETUP and ARGV are filled
+# in by `kill_at_each_rename`; the folder of the runs is the script's last argument.
 KILL_AT_EACH_RENAME = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import torch._dynamo  # the optimizer imports it: import it once, before forking
 import lstm_lab.cli as cli
-import lstm_lab.lm_train as lm_train
-from test_run_folders import tiny_corpus, train_argv
-
-cli.load_corpus = lm_train.load_corpus = lambda *args, **kwargs: tiny_corpus()
-folder, real_replace = sys.argv[2], os.replace
+SETUP
+folder, real_replace = sys.argv[-1], os.replace
 
 
 def replace_or_die(n):
@@ -121,7 +119,7 @@ for n in range(1, 100):
     if pid == 0:
         os.replace = replace_or_die(n)
         try:
-            cli.main(train_argv(f"{folder}/run-{n}", 3, "--results", f"{folder}/results-{n}/run.json"))
+            cli.main(ARGV)
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
@@ -131,9 +129,20 @@ for n in range(1, 100):
 """
 
 
+def kill_at_each_rename(setup, argv):
+    """KILL_AT_EACH_RENAME with `setup` (the lines that give the child its tiny data) and `argv` (an expression of
+    n and folder: the command line of run n) put in."""
+    return KILL_AT_EACH_RENAME.replace("SETUP", setup).replace("ARGV", argv)
+
+
 @posix_only
 def test_a_run_killed_at_any_write_resumes_to_the_same_result(reference, tmp_path, tiny):
-    killer = subprocess.run([sys.executable, "-c", KILL_AT_EACH_RENAME, str(TESTS), str(tmp_path)], cwd=REPO,
+    script = kill_at_each_rename(
+        "import lstm_lab.lm_train as lm_train\n"
+        "from test_run_folders import tiny_corpus, train_argv\n"
+        "cli.load_corpus = lm_train.load_corpus = lambda *args, **kwargs: tiny_corpus()",
+        'train_argv(f"{folder}/run-{n}", 3, "--results", f"{folder}/results-{n}/run.json")')
+    killer = subprocess.run([sys.executable, "-c", script, str(TESTS), str(tmp_path)], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert killer.returncode == 0, killer.stderr[-3000:]
     renames = int(killer.stdout.split()[-1])

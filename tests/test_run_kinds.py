@@ -39,7 +39,7 @@ from lstm_lab.poems_train import PoemsConfig, load_poems_model, poem_perplexity,
 from lstm_lab.provenance import provenance
 from lstm_lab.runs import COMMANDS, RunError
 from lstm_lab.seq2seq_train import DatesConfig, accuracy, dates_data, load_dates_model, train_dates
-from test_run_folders import tiny_corpus
+from test_run_folders import kill_at_each_rename, tiny_corpus
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -241,49 +241,6 @@ def test_the_python_entry_point_trains_the_run_the_command_line_trains(reference
 # ---------------------------------------------------------------------------------------------------------------
 # 2. Killed at every write, resumed to the same result
 
-# Runs in a subprocess: kills a tiny run of a kind (SIGKILL, no cleanup at all) instead of its 1st rename of a
-# finished file into place, then instead of its 2nd, ... until a run gets through; prints how many renames a whole
-# run makes.  A run killed instead of rename n leaves the files of any instant between renames n - 1 and n (a
-# write in progress adds only a .part file), so together these runs stand for a kill at every instant of a run.
-# Each run is a fork of a process that has imported everything, so it starts at once.
-KILL_AT_EACH_RENAME = """
-import os, signal, sys
-sys.path.insert(0, sys.argv[1])
-import torch._dynamo  # the optimizer imports it: import it once, before forking
-import lstm_lab.cli as cli
-from test_run_kinds import tiny_patches, train_argv
-
-kind, folder, real_replace = sys.argv[2], sys.argv[3], os.replace
-for module, name, value in tiny_patches():
-    setattr(module, name, value)
-
-
-def replace_or_die(n):
-    calls = []
-
-    def replace(src, dst):
-        calls.append(dst)
-        if len(calls) == n:
-            os.kill(os.getpid(), signal.SIGKILL)
-        real_replace(src, dst)
-    return replace
-
-
-for n in range(1, 100):
-    pid = os.fork()
-    if pid == 0:
-        os.replace = replace_or_die(n)
-        try:
-            cli.main(train_argv(kind, f"{folder}/run-{n}", 3, "--results", f"{folder}/results-{n}/run.json"))
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if not os.WIFSIGNALED(status):
-        print("renames", n - 1)
-        break
-"""
-
-
 def expected_renames(results):
     """The renames of a whole run with --results: vocab.json; per epoch checkpoint.pt, config.json, best.pt (if
     the epoch improved), results.json twice; results.json twice at the end."""
@@ -294,7 +251,13 @@ def expected_renames(results):
 @posix_only
 @pytest.mark.parametrize("kind", ["poems", "dates"])
 def test_a_run_killed_at_any_write_resumes_to_the_same_result(reference, tmp_path, tiny, kind):
-    killer = subprocess.run([sys.executable, "-c", KILL_AT_EACH_RENAME, str(TESTS), kind, str(tmp_path)], cwd=REPO,
+    script = kill_at_each_rename(
+        "from test_run_kinds import tiny_patches, train_argv\n"
+        "kind = sys.argv[2]\n"
+        "for module, name, value in tiny_patches():\n"
+        "    setattr(module, name, value)",
+        'train_argv(kind, f"{folder}/run-{n}", 3, "--results", f"{folder}/results-{n}/run.json")')
+    killer = subprocess.run([sys.executable, "-c", script, str(TESTS), kind, str(tmp_path)], cwd=REPO,
                             capture_output=True, text=True, timeout=900)
     assert killer.returncode == 0, killer.stderr[-3000:]
     renames = int(killer.stdout.split()[-1])
