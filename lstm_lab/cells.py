@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from lstm_lab.init import init_uniform_
 
-__all__ = ["GATES", "cell_update", "check_same_device_dtype", "autocast_dtype_for", "LSTMCell", "GateLSTMCell",
-           "fused_to_concat", "concat_to_fused", "ConcatLSTMCell", "unroll", "tf_basic_lstm_step", "from_tf_basic_lstm"]
+__all__ = ["GATES", "cell_update", "check_sizes", "check_state_pair", "check_same_device_dtype", "autocast_dtype_for",
+           "LSTMCell", "GateLSTMCell", "fused_to_concat", "concat_to_fused", "ConcatLSTMCell", "unroll",
+           "tf_basic_lstm_step", "from_tf_basic_lstm"]
 
 GATES = ("i", "f", "g", "o")  # PyTorch's gate order along the 4H axis
 
@@ -56,13 +57,33 @@ def check_cell_input(x, hx, input_size, hidden_size):
                          f"dimension, got shape {tuple(x.shape)}")
     if hx is None:
         return
-    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-        raise ValueError("LSTM cell state must be a pair (h, c) of tensors")
+    check_state_pair(hx, "LSTM cell state", "h, c")
     expected = tuple(x.shape[:-1]) + (hidden_size,)
     for name, state in zip(("h", "c"), hx):
         if tuple(state.shape) != expected:
             raise ValueError(f"LSTM cell state {name} must have shape {expected} "
                              f"(batch_size, hidden_size), got {tuple(state.shape)}")
+
+
+def check_sizes(**sizes):
+    """Raise TypeError for a size that is not an int (a float, a str, a numpy integer: refused as nn.LSTM refuses
+    them), ValueError for one below 1.  check_sizes(input_size=10, hidden_size=20).  Chapter 1."""
+    for name, value in sizes.items():
+        if not isinstance(value, int):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if min(sizes.values()) < 1:
+        raise ValueError(f"{', '.join(sizes)} must be positive, got {', '.join(map(str, sizes.values()))}")
+
+
+def check_state_pair(hx, what, names):
+    """Raise ValueError unless `hx` is a pair (a tuple or list of two), TypeError unless both are tensors (a None
+    or a numpy array in it would otherwise end in an AttributeError deep inside).  what: "LSTM state", names:
+    "h_0, c_0".  Chapter 1."""
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+        raise ValueError(f"{what} must be a pair ({names}) of tensors, got {type(hx).__name__}")
+    if not all(isinstance(state, torch.Tensor) for state in hx):
+        raise TypeError(f"{what} must be a pair ({names}) of tensors, got ({type(hx[0]).__name__}, "
+                        f"{type(hx[1]).__name__})")
 
 
 def check_same_device_dtype(tensors, reference=None):
@@ -120,8 +141,7 @@ class _Cell(nn.Module):
 
     def __init__(self, input_size, hidden_size, bias=True):
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"input_size and hidden_size must be positive, got {input_size}, {hidden_size}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
 
     def reset_parameters(self):

@@ -16,6 +16,7 @@ so a resumed run continues exactly where it stopped, and the same run resumed or
 Beside it, `config.json` says in plain text what was trained.  Introduced in chapter 6.
 """
 import hashlib
+import io
 import json
 import random
 import warnings
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from lstm_lab.config import config_from_dict
-from lstm_lab.files import write_atomically
+from lstm_lab.files import write_bytes
 from lstm_lab.train import best_epoch
 
 __all__ = ["CheckpointError", "set_rng_state", "atomic_save", "atomic_write_json", "tokens_sha256", "save_checkpoint",
@@ -60,14 +61,17 @@ def set_rng_state(state):
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file beside `path`, then rename it over `path`: never a half-written file.
-    Chapter 6."""
-    return write_atomically(path, lambda f: torch.save(obj, f))
+    """torch.save `obj` into memory, then write it to `path` atomically (`lstm_lab.files.write_bytes`): never a
+    half-written file, and a full disk is a WriteError naming the file (torch.save writing to the file itself
+    reports it only as "unexpected pos").  Chapter 6."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def atomic_write_json(obj, path):
-    """Write `obj` as indented JSON, atomically.  Chapter 6."""
-    return write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    """Write `obj` as indented JSON, atomically (`lstm_lab.files.write_bytes`).  Chapter 6."""
+    return write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def tokens_sha256(tokens):

@@ -23,27 +23,29 @@ import argparse
 import math
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from lstm_lab.checkpoint import CheckpointError, atomic_write_json
-from lstm_lab.config import LEVEL_CHOICES, PRESETS, RNN_CHOICES, preset
+from lstm_lab.config import LEVEL_CHOICES, MAX_EPOCHS, MAX_LR, PRESETS, RNN_CHOICES, InputError, check_lr, preset
 from lstm_lab.data.corpus import EOS, load_corpus
+from lstm_lab.data.dates import check_source
 from lstm_lab.data.download import ChecksumError, DataNotFoundError
 from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device, start_process_group,
                                   stop_process_group, world_from_env)
 from lstm_lab.experiments import bench, throughput
+from lstm_lab.files import WriteError
 from lstm_lab.generate import generate
 from lstm_lab.init import INIT_SCHEMES
-from lstm_lab.lm_train import LanguageModelTask, evaluate, load_lm_run
+from lstm_lab.lm_train import LanguageModelTask, check_streams, evaluate, load_lm_run
 from lstm_lab.poem_model import generate_poem
 from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, PoemsTask, load_poems_model
 from lstm_lab.runs import RunError, train_in_folder, train_run
 from lstm_lab.runtime import amp_dtype, check_device, pick_device
-from lstm_lab.seq2seq import SCORES
-from lstm_lab.seq2seq_train import DatesConfig, DatesTask, is_real_date, load_dates_model, translate_dates
+from lstm_lab.seq2seq import SCORES, check_beam
+from lstm_lab.seq2seq_train import (MAX_EXAMPLES, DatesConfig, DatesTask, is_real_date, load_dates_model,
+                                    translate_dates)
 
 __all__ = ["build_parser", "main", "requested_configs", "train_command", "train_lm"]
 
@@ -51,6 +53,8 @@ LM_CORPORA = ("ptb", "wikitext-2", "tinyshakespeare")  # the registered corpora 
 MAX_SEED = 2**32 - 1  # numpy accepts seeds from 0 to 2**32 - 1
 MAX_LAYERS = 8  # --num-layers: more than any study in the book uses; a larger value is more likely a typo
 MAX_WIDTH = 8192  # --hidden-size and --embed-size
+MAX_STEPS = 100_000  # generate --steps: a long book's worth of tokens
+MAX_REPEATS = 1_000  # bench and throughput --repeats and --warmup
 
 
 class UsageError(Exception):
@@ -94,6 +98,17 @@ def int_in(low, high):
         return value
     parse.__name__ = "integer"  # argparse's message for text that is not a number: "invalid integer value: 'x'"
     return parse
+
+
+def learning_rate(text):
+    """argparse type: a learning rate, above 0 and at most `lstm_lab.config.MAX_LR`."""
+    value = float(text)
+    try:
+        check_lr(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a learning rate above 0 and at most {MAX_LR:g}, got {text}") \
+            from None
+    return value
 
 
 def dropout_probability(text):
@@ -254,7 +269,7 @@ def build_parser():
                        help="continue the run saved in --out (with the same options; --epochs may extend it)")
     train.add_argument("--results", type=writable_file, default=None,
                        help="also write the results JSON here (e.g. results/x.json)")
-    train.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
+    train.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None, help="override the preset's epochs")
     train.add_argument("--max-batches", type=non_negative_int, default=None, help="windows per epoch (0 = all)")
     train.add_argument("--batch-size", type=positive_int, default=None,
                        help="override the preset's streams B (under torchrun: over all processes together)")
@@ -267,7 +282,7 @@ def build_parser():
                        help="override the preset's dropout (embedding output, between layers, top output)")
     train.add_argument("--tie-layers", action="store_true",
                        help="layers 2..L share one set of weights (chapter 5's experiment; needs --rnn lab)")
-    train.add_argument("--lr", type=positive_float, default=None, help="override the preset's first learning rate")
+    train.add_argument("--lr", type=learning_rate, default=None, help="override the preset's first learning rate")
     train.add_argument("--seed", type=seed_value, default=None, help="override the preset's seed")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--cuda-graphs", action="store_true",
@@ -286,7 +301,7 @@ def build_parser():
     generate.add_argument("--prompt", type=prompt_text, default=None,
                           help="space-separated start tokens, or the start text of a character-level run "
                                "(default: a line break, <eos>)")
-    generate.add_argument("--steps", type=positive_int, default=40)
+    generate.add_argument("--steps", type=int_in(1, MAX_STEPS), default=40)
     generate.add_argument("--temperature", type=positive_float, default=1.0)
     generate.add_argument("--top-k", type=positive_int, default=None)
     generate.add_argument("--seed", type=seed_value, default=0)
@@ -314,8 +329,8 @@ def add_poems(sub):
     train = action.add_parser("train", help="train a character model of Tang poems, checkpointing every epoch")
     train.add_argument("--out", required=True, type=run_folder, help="run folder for checkpoint.pt and results.json")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    train.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the config's)")
-    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--lr", type=learning_rate, default=None, help="learning rate (default: the config's)")
+    train.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None)
     train.add_argument("--hidden-size", type=int_in(1, MAX_WIDTH), default=None)
     train.add_argument("--embed-size", type=int_in(1, MAX_WIDTH), default=None)
     train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None)
@@ -350,8 +365,8 @@ def add_dates(sub):
     train.add_argument("--score", choices=SCORES + ("none",), default="general",
                        help="Luong's attention score, or none (no attention)")
     train.add_argument("--no-input-feeding", action="store_true", help="do not feed h̃_{t-1} into step t")
-    train.add_argument("--epochs", type=positive_int, default=None)
-    train.add_argument("--train-size", type=positive_int, default=None, help="training examples")
+    train.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None)
+    train.add_argument("--train-size", type=int_in(1, MAX_EXAMPLES), default=None, help="training examples")
     add_run_options(train)
     translate = action.add_parser("translate", help="print the ISO date for each input (arguments, else stdin)")
     translate.add_argument("--out", required=True, help="run folder written by dates train")
@@ -368,8 +383,10 @@ def add_bench(sub):
     command.add_argument("--sizes", nargs="+", choices=list(bench.SIZES), default=None,
                          help=f"size sets (default: {' '.join(bench.CPU_SIZES)} on CPU; {' '.join(bench.GPU_SIZES)} "
                               "on GPU)")
-    command.add_argument("--repeats", type=positive_int, default=10, help="timed rounds per size set (default 10)")
-    command.add_argument("--warmup", type=positive_int, default=2, help="untimed calls per rung first (default 2)")
+    command.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=10,
+                         help="timed rounds per size set (default 10)")
+    command.add_argument("--warmup", type=int_in(1, MAX_REPEATS), default=2,
+                         help="untimed calls per rung first (default 2)")
     add_threads(command)
     add_device(command)
     command.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung")
@@ -383,7 +400,8 @@ def add_throughput(sub):
                                                 "compiled, graphed, AMP")
     add_device(command)
     command.add_argument("--sizes", nargs="+", choices=throughput.SIZES, default=list(throughput.SIZES))
-    command.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (after 3 warm-up rounds)")
+    command.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=10,
+                         help="timed rounds (after 3 warm-up rounds)")
     command.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
     command.add_argument("--json", type=writable_file, default=None, help="write the results here")
     command.set_defaults(threads=None)  # torch's own thread count
@@ -392,8 +410,9 @@ def add_throughput(sub):
 def main(argv=None):
     """Entry point of `python -m lstm_lab`; returns the exit status.
 
-    A bad command-line value exits with status 2 and one line saying what was expected; a run folder or data
-    file that cannot be used exits with status 1 and one line saying what to do.  Chapter 6."""
+    A bad command-line value, or input that does not fit it (a text too short for --batch-size), exits with status
+    2 and one line saying what was expected, before any training; a run folder or data file that cannot be used, or
+    a file that cannot be written (a full disk), exits with status 1 and one line saying what to do.  Chapter 6."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -408,9 +427,9 @@ def main(argv=None):
                 "throughput": throughput_command}
     try:
         return commands[args.command](args, argv) or 0
-    except UsageError as error:
+    except (UsageError, InputError) as error:
         parser.error(str(error))
-    except (RunError, CheckpointError, DataNotFoundError, ChecksumError) as error:
+    except (RunError, CheckpointError, DataNotFoundError, ChecksumError, WriteError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -508,14 +527,6 @@ def train_lm(args, argv, out, has_run, world=SINGLE):
                      data_dir=args.data_dir, graphed=args.cuda_graphs, preset=args.preset)
 
 
-def check_batch_size(batch_size, tokens, split):
-    """Raise UsageError unless `tokens` cut into `batch_size` streams leaves every stream two tokens or more."""
-    most = tokens.numel() // 2
-    if batch_size > most:
-        raise UsageError(f"--batch-size {batch_size} is too large for the {split} text ({tokens.numel():,} tokens): "
-                         f"expected 1 to {most:,}")
-
-
 def evaluate_command(args, argv):
     """`evaluate`: perplexity of a run's model (last or best epoch) on a split."""
     model, vocab, train_config = load_lm_run(args.out, args.device, args.weights)
@@ -523,7 +534,7 @@ def evaluate_command(args, argv):
                          max_vocab=train_config.max_vocab or None)
     if corpus.vocab.itos != vocab.itos:
         raise RunError(f"the vocabulary in {args.out} does not match corpus {train_config.corpus}")
-    check_batch_size(args.batch_size, corpus.splits[args.split], args.split)
+    check_streams(corpus.splits[args.split], args.batch_size, args.split, "--batch-size")
     result = evaluate(model, corpus.splits[args.split], args.batch_size, 100, args.device)
     print(f"{args.split} perplexity {result['ppl']:.2f} over {result['tokens']} tokens "
           f"(batch size {args.batch_size})")
@@ -570,7 +581,7 @@ def poems_command(args, argv):
     results = train_in_folder(out, args.resume, lambda has_run: train_run(
         PoemsTask, {"poems": config}, out, has_run, args.device, argv, args.results, args.epochs,
         data_dir=args.data_dir))
-    for sample in results["samples"]:
+    for sample in results.get("samples", []):  # none when the run diverged
         settings = ", ".join(f"{k} {v}" for k, v in sample.items() if k != "poem")
         print(f"{sample['poem']}  ({settings})")
     return 0
@@ -580,21 +591,44 @@ def dates_command(args, argv):
     """`dates train`: train or resume a date translator; `dates translate`: one ISO date per input line."""
     out = Path(args.out)
     if args.dates_command == "translate":
-        model, src_vocab, tgt_vocab = load_dates_model(out, args.device)
-        texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
-        try:
-            outputs = translate_dates(model, texts, src_vocab, tgt_vocab, args.device, args.beam)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        for text, iso in zip(texts, outputs):
-            print(f"{iso}\t{text}" if is_real_date(iso) else f"{iso} (not a real date)\t{text}")
-        return 0
+        return translate_command(args, out)
     overrides = {"score": args.score, "input_feeding": not args.no_input_feeding, "epochs": args.epochs,
                  "train_size": args.train_size, "seed": args.seed}
     config = DatesConfig(**{k: v for k, v in overrides.items() if v is not None})
     train_in_folder(out, args.resume, lambda has_run: train_run(
         DatesTask, {"dates": config}, out, has_run, args.device, argv, args.results, args.epochs))
     return 0
+
+
+def translate_command(args, out):
+    """`dates translate`: one line per input, "ISO date<TAB>input", in the order given.  An input the model cannot
+    read gets "(not read)<TAB>input" and its reason on stderr; the others are translated all the same, and the exit
+    status is then 1."""
+    model, src_vocab, tgt_vocab = load_dates_model(out, args.device)
+    where = "argument" if args.texts else "line"
+    texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
+    if not texts:
+        raise UsageError("no dates given: expected dates as arguments, or one per line on stdin")
+    try:
+        check_beam(args.beam, len(tgt_vocab))
+    except ValueError as error:
+        raise UsageError(f"--beam: {error}") from None
+    problems = {}  # input number: why the model cannot read it
+    for k, text in enumerate(texts):
+        try:
+            check_source(text, src_vocab)
+        except ValueError as error:
+            problems[k] = str(error)
+    outputs = iter(translate_dates(model, [t for k, t in enumerate(texts) if k not in problems], src_vocab,
+                                   tgt_vocab, args.device, args.beam))
+    for k, text in enumerate(texts):
+        if k in problems:
+            print(f"(not read)\t{text[:60]}", flush=True)
+            print(f"error: {where} {k + 1}: {problems[k]}", file=sys.stderr, flush=True)
+            continue
+        iso = next(outputs)
+        print(f"{iso}\t{text}" if is_real_date(iso) else f"{iso} (not a real date)\t{text}")
+    return 1 if problems else 0
 
 
 def bench_command(args, argv):
@@ -604,7 +638,7 @@ def bench_command(args, argv):
     for line in bench.table_lines(record["results"]):
         print(line, flush=True)
     if args.json:
-        write_record(record, args.json)
+        atomic_write_json(record, args.json)  # a failed write (a full disk) leaves the file as it was
     return 0
 
 
@@ -615,14 +649,6 @@ def throughput_command(args, argv):
     for line in throughput.table_lines(record["results"]):
         print(line, flush=True)
     if args.json:
-        write_record(record, args.json)
+        atomic_write_json(record, args.json)  # a failed write (a full disk) leaves the file as it was
     return 0
 
-
-def write_record(record, path):
-    """Write a benchmark's record as JSON to `path`, atomically: a write that fails (a full disk) leaves `path` as it
-    was and ends in one line, exit status 1 (the table printed above still holds the numbers)."""
-    try:
-        atomic_write_json(record, path)
-    except OSError as error:
-        raise SystemExit(f"error: could not write {path}: {error.strerror or error}") from None

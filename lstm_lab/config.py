@@ -8,13 +8,23 @@ it).  Introduced in chapter 6.
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
-__all__ = ["RNN_CHOICES", "LEVEL_CHOICES", "PRESETS", "ModelConfig", "TrainConfig", "check_choice", "preset",
-           "config_from_dict"]
+__all__ = ["InputError", "RNN_CHOICES", "LEVEL_CHOICES", "PRESETS", "MAX_LR", "MAX_EPOCHS", "ModelConfig",
+           "TrainConfig", "check_choice", "check_lr", "preset", "config_from_dict"]
 
 RNN_CHOICES = ("lab", "torch")  # lstm_lab.LSTM (this book's) or torch.nn.LSTM (cuDNN on a GPU)
 SCHEDULE_CHOICES = ("zaremba", "plateau", "constant")
 LEVEL_CHOICES = ("word", "char")
 AMP_CHOICES = ("bfloat16", "float16")  # the low precision of mixed-precision training (None: all float32)
+
+
+class InputError(ValueError):
+    """Input a run cannot use, found before any training: a text too short for its splits or its batch size, a file
+    that is not text, a vocabulary setting that keeps no real token, a filter that keeps no poem.  The command
+    line reports it in one line with exit status 2, as it does a bad option.  Chapter 6."""
+
+
+MAX_LR = 1e6  # a larger learning rate cannot train any model; past 3.4e38 a float32 optimizer step overflows
+MAX_EPOCHS = 10_000  # a larger count is a typo, not a plan
 
 
 @dataclass(frozen=True)
@@ -74,8 +84,17 @@ class TrainConfig:
             check_choice("amp", self.amp, AMP_CHOICES)
         if min(self.batch_size, self.seq_len, self.eval_batch_size, self.test_batch_size, self.epochs) < 1:
             raise ValueError(f"batch sizes, seq_len and epochs must be positive: {self}")
-        if self.lr <= 0 or not 0 < self.lr_decay <= 1:
-            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}")
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
+        check_lr(self.lr)
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"need 0 < lr_decay <= 1, got lr_decay={self.lr_decay}")
+
+
+def check_lr(lr):
+    """Raise ValueError unless `lr` is a learning rate a model can train with: above 0, at most MAX_LR.  Chapter 6."""
+    if not 0 < lr <= MAX_LR:  # also false for nan
+        raise ValueError(f"lr must be above 0 and at most {MAX_LR:g}, got {lr}")
 
 
 def check_choice(name, value, choices):

@@ -9,12 +9,17 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["sha256_of", "try_lock", "wait_lock", "remove_stale_parts", "write_atomically"]
+__all__ = ["WriteError", "sha256_of", "try_lock", "wait_lock", "remove_stale_parts", "write_atomically", "write_bytes"]
 
 try:
     import fcntl  # file locks (Linux, macOS); Windows has no fcntl, and there nothing is locked
 except ImportError:
     fcntl = None
+
+
+class WriteError(OSError):
+    """A file that could not be written (a full disk, a file-size limit, a folder made read-only): the message names
+    the file and the reason, and the file is as it was before.  Chapter 6."""
 
 
 def sha256_of(path, chunk_size=1 << 20):
@@ -86,3 +91,14 @@ def write_atomically(dest, write, check=None):
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def write_bytes(dest, data):
+    """Write `data` (bytes) to `dest` with `write_atomically`; WriteError names the file when the system refuses
+    (no space left on the device, ...).  Chapter 6."""
+    try:
+        return write_atomically(dest, lambda f: f.write(data))
+    except OSError as error:
+        failure = WriteError(f"could not write {dest}: {error.strerror or error}")
+        failure.errno = error.errno
+        raise failure from None

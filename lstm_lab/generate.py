@@ -12,13 +12,23 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None, banned=()):
 
     temperature < 1 sharpens the distribution (towards the most likely token), > 1 flattens it;
     top_k keeps only the k most likely tokens before sampling (top_k=1: greedy, always the most likely);
-    the ids in `banned` are never drawn (chapter 8's poems ban <pad>, <bos>, <eos>, <unk> and the punctuation
-    their form places).  Introduced in chapter 6, `banned` in chapter 8."""
-    if temperature <= 0:
+    the ids in `banned` are never drawn (chapter 8's poems ban every token that is not a Chinese character).
+    A model whose outputs are nan (it diverged) raises ValueError rather than drawing garbage.  Introduced in
+    chapter 6, `banned` in chapter 8."""
+    if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    logits = logits.float() / temperature  # (V,)
+    logits = logits.float()  # (V,)
+    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+        raise ValueError("the model's outputs are not finite (nan or inf): its weights have diverged, so it cannot "
+                         "be sampled")
     banned = torch.as_tensor(banned, dtype=torch.long, device=logits.device)  # (n,) ids, n may be 0
     logits = logits.index_fill(0, banned, float("-inf"))  # banned ids get probability 0
+    best = logits.max()
+    if best == float("-inf"):
+        raise ValueError("every token is banned: nothing is left to sample")
+    # Shifted so the best is 0 before dividing: however small the temperature, no logit becomes +inf (or nan);
+    # near 0 every other logit goes to -inf and the draw is greedy, and a huge temperature draws uniformly.
+    logits = ((logits - best).double() / temperature).float()  # float64: a temperature of 1e-300 is not 0
     if top_k is not None:
         if not 1 <= top_k <= logits.numel():
             raise ValueError(f"top_k must be between 1 and the vocabulary size {logits.numel()}, got {top_k}")
@@ -34,8 +44,11 @@ def generate(model, vocab, prompt, steps, temperature=1.0, top_k=None, generator
 
     The prompt is read in one pass to set the state; then each sampled token is fed back in.
     `stop`: a token (e.g. "<eos>") that ends generation early.  Introduced in chapter 6."""
-    if not prompt:
-        raise ValueError("the prompt must hold at least one token (e.g. ['<eos>'] to start a sentence)")
+    if not prompt or isinstance(prompt, str):
+        raise ValueError(f"the prompt must be a list of at least one token (e.g. ['<eos>'] to start a sentence), "
+                         f"got {prompt!r:.60}")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number of tokens, 0 or more, got {steps!r}")
     model.eval()
     device = next(model.parameters()).device
     tokens = vocab.encode(prompt).to(device).unsqueeze(1)  # (T, 1)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from lstm_lab.checkpoint import checkpoint_configs, load_model_state
-from lstm_lab.config import ModelConfig, TrainConfig
-from lstm_lab.data.corpus import EOS, Vocab, batchify, bptt_windows, load_corpus, num_windows
+from lstm_lab.config import InputError, ModelConfig, TrainConfig
+from lstm_lab.data.corpus import EOS, UNK, Vocab, batchify, bptt_windows, load_corpus, num_windows
 from lstm_lab.distributed import SINGLE, shard_streams, sum_over_ranks, unwrap
 from lstm_lab.generate import generate
 from lstm_lab.model import LanguageModel, count_parameters, detach_state
@@ -25,8 +25,9 @@ from lstm_lab.runtime import capture_cuda_graph
 from lstm_lab.train import (backward_and_step, best_epoch, fit, make_bar, new_run_state, perplexity, train_batch,
                             train_epoch)
 
-__all__ = ["lm_loss", "zaremba_lr", "next_lr", "WindowStep", "lm_epoch", "evaluate", "graph_size", "LanguageModelTask",
-           "train", "capture_train_step", "restore", "train_epoch_graphed", "train_window", "load_lm_run"]
+__all__ = ["lm_loss", "zaremba_lr", "next_lr", "WindowStep", "lm_epoch", "check_streams", "evaluate", "graph_size",
+           "LanguageModelTask", "train", "capture_train_step", "restore", "train_epoch_graphed", "train_window",
+           "load_lm_run"]
 
 
 def lm_loss(logits, targets, sum_over_time=True):
@@ -99,6 +100,15 @@ def lm_epoch(model, source, optimizer, config, scaler=None, progress=False, desc
                        postfix=lambda totals: f"ppl={perplexity(totals['nll'].item(), totals['tokens']):.1f}")
 
 
+def check_streams(tokens, batch_size, split, name="batch_size"):
+    """Raise InputError (a ValueError) unless the `split` text `tokens` (N,), cut into `batch_size` streams, leaves
+    every stream 2 tokens or more (an input and its target); `name` is the setting the message names.  Chapter 6."""
+    most = tokens.numel() // 2
+    if not 1 <= batch_size <= most:
+        raise InputError(f"{name} {batch_size} does not fit the {split} text ({tokens.numel():,} tokens): every one "
+                         f"of the streams needs 2 tokens or more; expected 1 to {most:,}")
+
+
 @torch.no_grad()
 def evaluate(model, tokens, batch_size=1, seq_len=100, device=None, progress=False, desc="eval"):
     """Perplexity of a 1-D token sequence, read as `batch_size` streams with the state carried throughout.
@@ -167,6 +177,14 @@ class LanguageModelTask:
         config = configs["train"]
         corpus = load_corpus(config.corpus, config.level, data_dir, progress=progress,
                              max_vocab=config.max_vocab or None)
+        for split, size, name in (("train", config.batch_size, "batch_size (--batch-size)"),
+                                  ("valid", config.eval_batch_size, "eval_batch_size (the preset's)"),
+                                  ("test", config.test_batch_size, "test_batch_size (the preset's)")):
+            check_streams(corpus.splits[split], size, split, name)
+        unk_share = (corpus.splits["train"] == corpus.vocab.stoi.get(UNK, -1)).float().mean().item()
+        if unk_share > 0.5 and world.rank == 0:
+            print(f"warning: {unk_share:.0%} of the training text reads as {UNK} (max_vocab {config.max_vocab}): the "
+                  f"perplexity will mostly measure how well the model predicts {UNK}", flush=True)
         configs = {**configs, "model": replace(configs["model"], vocab_size=len(corpus.vocab))}
         task = cls(configs, corpus.splits, device, world, graphed, corpus.vocab, preset)
         task.data_sha256, task.data_description = corpus.sha256, corpus.description
@@ -237,20 +255,18 @@ class LanguageModelTask:
         start, batch_size = time.perf_counter(), self.config.test_batch_size
         final = self.test_and_valid(model)
         samples = record_samples(model, self.vocab, self.config.level)
-        best_at = best_epoch(run_state["history"])  # 0 if no epoch improved the validation loss (it diverged)
-        if best_at not in (0, run_state["epoch"]):
+        best_at = best_epoch(run_state["history"])  # >= 1: a run that diverged is not tested (`lstm_lab.runs`)
+        if best_at != run_state["epoch"]:
             load_best(model)
             best = self.test_and_valid(model)
         else:
             best = final
         seconds = time.perf_counter() - start
-        best_text = (f"best valid epoch {best_at}: test {best['test']:.2f}, valid {best['valid']:.2f}" if best_at
-                     else "no epoch improved the validation loss")
         print(f"test ppl {final['test']:.2f}, valid ppl {final['valid']:.2f} after epoch {run_state['epoch']}; "
-              f"{best_text} (batch size {batch_size}, {seconds:.0f} s)")
-        return {"test_ppl": final["test"], "final_valid_ppl": final["valid"], "best_epoch": best_at or None,
-                "best_epoch_test_ppl": best["test"] if best_at else None,
-                "best_epoch_valid_ppl": best["valid"] if best_at else None,
+              f"best valid epoch {best_at}: test {best['test']:.2f}, valid {best['valid']:.2f} "
+              f"(batch size {batch_size}, {seconds:.0f} s)")
+        return {"test_ppl": final["test"], "final_valid_ppl": final["valid"], "best_epoch": best_at,
+                "best_epoch_test_ppl": best["test"], "best_epoch_valid_ppl": best["valid"],
                 "test_eval": f"model after the last epoch ({run_state['epoch']}), as in the paper; batch size "
                              f"{batch_size}, state carried across the whole text",
                 "test_eval_seconds": seconds, "samples": samples}

@@ -33,7 +33,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype
+from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype, check_sizes, check_state_pair
 from lstm_lab.init import init_uniform_
 
 __all__ = ["lstm_layer", "autocast_dtype", "check_dropout", "LSTM"]
@@ -173,9 +173,7 @@ class LSTM(nn.Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__()
-        if input_size < 1 or hidden_size < 1 or num_layers < 1:
-            raise ValueError("input_size, hidden_size and num_layers must be positive, got "
-                             f"{input_size}, {hidden_size}, {num_layers}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         check_dropout(dropout, num_layers)
         if proj_size != 0:
             raise ValueError(f"lstm_lab.LSTM has no projections: proj_size must be 0, got {proj_size} "
@@ -285,8 +283,7 @@ class LSTM(nn.Module):
         if hx is None:
             zeros = x.new_zeros(layers, batch_size, self.hidden_size)
             return zeros, zeros
-        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-            raise ValueError("LSTM state must be a pair (h_0, c_0) of tensors")
+        check_state_pair(hx, "LSTM state", "h_0, c_0")
         expected = (layers, self.hidden_size) if unbatched else (layers, batch_size, self.hidden_size)
         layers_name = "num_layers * 2" if self.bidirectional else "num_layers"
         for name, state in zip(("h_0", "c_0"), hx):

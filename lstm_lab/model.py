@@ -9,7 +9,8 @@ from torch import nn
 from lstm_lab.init import init_uniform_all_
 from lstm_lab.lstm import LSTM, check_dropout
 
-__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "detach_state", "count_parameters"]
+__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "checkable", "check_token_ids", "detach_state",
+           "count_parameters"]
 
 
 class TiedLayersLSTM(nn.Module):
@@ -76,6 +77,7 @@ class LanguageModel(nn.Module):
         init_uniform_all_(self, config.init_range)
 
     def forward(self, tokens, state=None):
+        check_token_ids(tokens, self.config.vocab_size)
         x = self.drop(self.embedding(tokens))  # (T, B, E)
         output, state = self.rnn(x, state)  # (T, B, H); dropout between layers happens inside the LSTM
         logits = self.decoder(self.drop(output))  # (T, B, V)
@@ -86,6 +88,29 @@ class LanguageModel(nn.Module):
         weight = self.decoder.weight
         zeros = weight.new_zeros(self.config.num_layers, batch_size, self.config.hidden_size)
         return zeros, zeros.clone()
+
+
+def checkable(tensor):
+    """Whether a check that reads `tensor`'s values costs no GPU synchronisation worth avoiding: True on the CPU,
+    and on a GPU outside training (no gradients being recorded); False while torch.compile traces.  Chapter 6."""
+    return not (tensor.is_cuda and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
+
+
+def check_token_ids(ids, vocab_size, what="token ids"):
+    """Raise a one-line IndexError unless every id in `ids` is from 0 to vocab_size - 1 (nn.Embedding's own error
+    says only "index out of range in self").
+
+    Checked wherever it costs no GPU synchronisation: always on the CPU, and on a GPU outside training (sampling,
+    evaluation: no gradients).  In a GPU training step the check would stall every batch, so there an id out
+    of range ends in CUDA's "device-side assert".  Chapters 6, 8 and 9."""
+    if ids.is_floating_point() or ids.is_complex():
+        raise TypeError(f"{what} must be integers (a LongTensor), got {ids.dtype}")
+    if ids.numel() == 0 or not checkable(ids):
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        raise IndexError(f"{what} must be from 0 to {vocab_size - 1} (a vocabulary of {vocab_size:,}), got ids from "
+                         f"{low} to {high}")
 
 
 def detach_state(state):

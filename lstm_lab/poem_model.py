@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_lab.data.corpus import BOS, EOS, PAD, UNK
-from lstm_lab.data.poems import FORMS, PUNCTUATION, pad_batch, pad_fixed, poem_slots
+from lstm_lab.data.corpus import BOS, PAD
+from lstm_lab.data.poems import FORMS, PUNCTUATION, is_han, pad_batch, pad_fixed, poem_slots
 from lstm_lab.generate import sample_next
 from lstm_lab.lstm import LSTM
+from lstm_lab.model import check_token_ids, checkable
 
 __all__ = ["masked_nll", "batching_candidates", "PoemLM", "generate_poem"]
 
@@ -23,7 +24,10 @@ def masked_nll(logits, targets, pad_id, how="ignore_index"):
     """Mean negative log-likelihood over the real (non-<pad>) targets.  logits (T, B, V), targets (T, B).
 
     how="ignore_index": cross_entropy's ignore_index; how="mask": every position's NLL times a 0/1 mask,
-    summed and divided by the mask's sum.  The two are the same number.  Chapter 8."""
+    summed and divided by the mask's sum.  The two are the same number.  Targets that are all <pad> have no mean:
+    ValueError, where `checkable` (cross_entropy itself would return nan).  Chapter 8."""
+    if checkable(targets) and not (targets != pad_id).any():
+        raise ValueError(f"every target is padding (id {pad_id}): there is no character to score")
     if how == "ignore_index":
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
     nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")  # (T*B,)
@@ -93,6 +97,7 @@ class PoemLM(nn.Module):
 
     def hidden(self, inputs, lengths=None):
         """The last layer's h at every position (T, B, H), zeros on the padding (lengths None: no packing)."""
+        check_token_ids(inputs, self.embedding.num_embeddings, "character ids")
         x = self.drop(self.embedding(inputs))  # (T, B, E)
         if lengths is None:
             return self.rnn(x)[0]
@@ -101,12 +106,18 @@ class PoemLM(nn.Module):
         return pad_packed_sequence(output, total_length=inputs.shape[0])[0]
 
     def step(self, ids, state=None):
+        check_token_ids(ids, self.embedding.num_embeddings, "character ids")
         output, state = self.rnn(self.embedding(ids).unsqueeze(0), state)  # one step: (1, B, H)
         return self.decoder(output[0]), state
 
 
 def check_characters(text, vocab, what):
-    """Raise ValueError (one line) naming the characters of `text` the vocabulary does not have."""
+    """Raise ValueError (one line) naming the characters of `text` that are not Chinese characters (`is_han`:
+    punctuation, the corpus's □ for a lost character, letters) or that the vocabulary does not have."""
+    not_han = sorted({ch for ch in text if not is_han(ch) and ch not in PUNCTUATION})
+    if not_han:
+        raise ValueError(f"{what} {text[:40]!r} holds {''.join(not_han)!r}: expected Chinese characters, which is "
+                         "all a poem line holds (the form places ， and 。 itself)")
     unknown = sorted({ch for ch in text if ch not in vocab.stoi})
     if unknown:
         raise ValueError(f"{what} {text!r} has characters the model never saw in training: {''.join(unknown)}")
@@ -122,8 +133,10 @@ def forced_characters(form, first, prompt, acrostic, vocab):
         raise ValueError("give at most one of first, prompt and acrostic")
     if first is not None and len(first) != 1:
         raise ValueError(f"first must be one character, got {first!r}")
-    prompt = first if first is not None else prompt
+    prompt, what = (first, "first character") if first is not None else (prompt, "prompt")
     if acrostic is not None:
+        if any(ch in PUNCTUATION for ch in acrostic):
+            raise ValueError(f"acrostic {acrostic!r} holds ， or 。: expected one Chinese character per line")
         check_characters(acrostic, vocab, "acrostic")
         if len(acrostic) != lines:
             raise ValueError(f"form {form} has {lines} lines: the acrostic needs {lines} characters, "
@@ -135,9 +148,9 @@ def forced_characters(form, first, prompt, acrostic, vocab):
         raise ValueError(f"a {form} prompt has 1 to {len(slots)} characters, got {len(prompt)}")
     for k, (ch, slot) in enumerate(zip(prompt, slots)):
         if (ch in PUNCTUATION or slot is not None) and ch != slot:
-            raise ValueError(f"prompt {prompt!r} does not fit form {form}: character {k + 1} is {ch!r}, "
+            raise ValueError(f"{what} {prompt!r} does not fit form {form}: character {k + 1} is {ch!r}, "
                              f"the form has {'a character' if slot is None else repr(slot)} there")
-    check_characters(prompt, vocab, "first character" if first is not None else "prompt")
+    check_characters(prompt, vocab, what)
     return {k: ch for k, ch in enumerate(prompt) if ch not in PUNCTUATION}
 
 
@@ -155,7 +168,7 @@ def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperatu
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    banned = [vocab.stoi[t] for t in (PAD, BOS, EOS, UNK) + PUNCTUATION if t in vocab.stoi]
+    banned = [i for i, t in enumerate(vocab.itos) if not is_han(t)]  # <pad>, <unk>, punctuation, □, digits ...
     if temperature == 0:  # greedy: sample from the single most likely character
         temperature, top_k = 1.0, 1
     logits, state = model.step(torch.tensor([vocab.stoi[BOS]], device=device))

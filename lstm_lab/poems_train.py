@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from lstm_lab.config import MAX_EPOCHS, InputError, check_lr
 from lstm_lab.data.corpus import PAD, Vocab
 from lstm_lab.data.poems import FORMS, batches, check_form, load_poems, pad_batch, poem_form, poem_vocab
 from lstm_lab.distributed import SINGLE
@@ -58,8 +59,11 @@ class PoemsConfig:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be positive and finite, got {self.lr}")
+        check_lr(self.lr)
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
+        if self.forms and not self.form_names():
+            raise ValueError(f"forms {self.forms!r} names no form: expected e.g. 5x4 or 5x4,7x4")
         for form in self.form_names():
             check_form(form)
         if self.init not in INIT_SCHEMES:
@@ -157,6 +161,10 @@ class PoemsTask:
         poems.  One process only (world must be SINGLE)."""
         config = configs["poems"]
         splits = {name: [p for p in poems if config.keep(p)] for name, poems in load_poems(data_dir).items()}
+        empty = [name for name, poems in splits.items() if not poems]
+        if empty:
+            raise InputError(f"no poem of forms {config.forms!r} and at most {config.max_len} characters is left in "
+                             f"the {' and '.join(empty)} split(s): choose other forms")
         vocab = poem_vocab(splits["train"][:config.max_poems or None], config.min_count)
         return cls(config, splits, vocab, device)
 
@@ -201,10 +209,7 @@ class PoemsTask:
     def finish(self, model, run_state, load_best):
         """Test perplexity of the best validation epoch, and sample poems of each form trained on.  Returns the
         fields to add to the results."""
-        best_at = best_epoch(run_state["history"])
-        if best_at == 0:  # diverged in its first epoch: no model worth testing
-            print("no epoch improved the validation perplexity: nothing to test")
-            return {"test_ppl": None, "samples": []}
+        best_at = best_epoch(run_state["history"])  # >= 1: a run that diverged is not tested (`lstm_lab.runs`)
         if best_at != run_state["epoch"]:
             load_best(model)
         test_ppl = poem_perplexity(model, self.splits["test"], self.vocab, self.device)

@@ -35,7 +35,7 @@ from lstm_lab.distributed import SINGLE, unwrap, wrap
 from lstm_lab.files import remove_stale_parts, try_lock
 from lstm_lab.provenance import provenance
 from lstm_lab.runtime import grad_scaler, seed_everything
-from lstm_lab.train import best_epoch, fit, new_run_state
+from lstm_lab.train import best_epoch, diverged, fit, new_run_state
 
 __all__ = ["COMMANDS", "RunError", "train_run", "train_in_folder", "RunRecorder", "read_checkpoint", "resumed_configs",
            "resume_from", "restore_training", "same_weights", "load_best", "open_run"]
@@ -87,8 +87,12 @@ def train_run(task_class, configs, out, has_run, device, argv=(), results=None, 
     if leader:
         atomic_write_json(task.vocab_tokens(), out / "vocab.json")
         recorder = RunRecorder(out, task, argv, device, results, has_run, run_state["epoch"] + 1, scaler, world)
-    fit(wrap(model, device, world, settings["seed"]), task, optimizer, run_state, settings["epochs"],
-        settings["patience"], recorder.epoch_done if leader else None, scaler, progress)
+    stopped = divergence(run_state["history"])
+    if stopped and epochs is not None and epochs > run_state["epoch"]:
+        raise RunError(f"{out} {stopped}: it cannot be continued; start a new run with a smaller learning rate")
+    if not stopped:
+        fit(wrap(model, device, world, settings["seed"]), task, optimizer, run_state, settings["epochs"],
+            settings["patience"], recorder.epoch_done if leader else None, scaler, progress)
     if run_state["epoch"] == 0 or not leader:
         return None
     return recorder.finish(model, run_state)
@@ -100,11 +104,41 @@ def train_in_folder(out, resume, run):
     its first checkpoint starts afresh), and .part files of a killed run are removed first.  Every training
     command (language model, poems, dates) goes through here.  Chapter 6."""
     out = Path(out)
+    made = missing_folders(out)  # the folders run_lock makes: [out, its parent, ...] that do not exist yet
     started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
     with run_lock(out):
         has_run = check_out_dir(out, resume, started)
         remove_stale_parts(out)
-        return run(has_run)
+        try:
+            return run(has_run)
+        except Exception:
+            if not (out / "checkpoint.pt").exists():
+                undo_start(out, made, started)
+            raise
+
+
+def missing_folders(out):
+    """[out, out's parent, ...]: the folders on the way to `out` that do not exist, deepest first."""
+    missing = []
+    while not out.exists() and out != out.parent:
+        missing.append(out)
+        out = out.parent
+    return missing
+
+
+def undo_start(out, made, started):
+    """Leave a run folder as it was before a `train` that failed ahead of its first checkpoint (a text too short
+    for the batch size, a corpus not found): remove the vocab.json and train.lock it wrote and the folders it made,
+    so the same command with a fixed option starts afresh, without --resume.  A kill cannot do this; `--resume`
+    starts such a folder from epoch 1 (`check_out_dir`)."""
+    (out / "vocab.json").unlink(missing_ok=True)
+    if not started:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
 
 
 class RunRecorder:
@@ -154,11 +188,31 @@ class RunRecorder:
         print(self.task.epoch_line(run_state["history"][-1]), flush=True)
 
     def finish(self, model, run_state):
-        """The task's final tests (`task.finish`), recorded; the results are then complete."""
+        """The task's final tests (`task.finish`), recorded; the results are then complete.
+
+        A run that diverged is complete too, untested: its results say so and why ("stopped"), and where its
+        best epoch before that is kept."""
+        stopped = divergence(run_state["history"])
+        if stopped:
+            best_at = best_epoch(run_state["history"])
+            kept = (f"its best epoch, {best_at}, is kept in {self.out / 'best.pt'}" if best_at
+                    else "no epoch before it was finite, so there is no model to test")
+            print(f"the run {stopped}: not tested; {kept}. Start a new run with a smaller learning rate.", flush=True)
+            return self.write(run_state, model, complete=True, diverged=True, stopped=stopped)
         final = self.task.finish(model, run_state, lambda m: load_best(m, self.out / "best.pt",
                                                                         best_epoch(run_state["history"])))
-        diverged = not all(math.isfinite(r[self.task.monitor]) for r in run_state["history"])
-        return self.write(run_state, model, **final, complete=True, diverged=diverged)
+        return self.write(run_state, model, **final, complete=True, diverged=False)
+
+
+def divergence(history):
+    """Why a run stopped early because it diverged ("diverged at epoch 3: valid_ppl inf"), or None if it did not:
+    only the last epoch can have diverged (`lstm_lab.train.fit` stops there)."""
+    if not history or not diverged(history[-1]):
+        return None
+    last = history[-1]
+    numbers = ", ".join(f"{name} {value}" for name, value in last.items() if name.startswith("valid")
+                        and isinstance(value, (int, float)) and not math.isfinite(value))
+    return f"diverged at epoch {last['epoch']}: {numbers}"
 
 
 def read_json(path):
@@ -356,6 +410,11 @@ def open_run(out, device, kind, weights="last"):
     checkpoint = read_checkpoint(out / "checkpoint.pt", device, DAMAGED_CHECKPOINT_FIX)
     check_kind(out, checkpoint, kind)
     tokens = read_vocab(out, checkpoint)
+    stopped = divergence(checkpoint.get("history", []))
+    if stopped and (weights == "last" or not checkpoint_best_epoch(checkpoint)):
+        best_at = checkpoint_best_epoch(checkpoint)
+        raise RunError(f"{out} {stopped}, so its last weights are not a model: "
+                       + (f"use --weights best (epoch {best_at})" if best_at else "no epoch before it was finite"))
     return checkpoint, checkpoint if weights == "last" else best_weights(out, checkpoint, device), tokens
 
 

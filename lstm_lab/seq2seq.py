@@ -23,8 +23,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_lab.cells import LSTMCell
 from lstm_lab.lstm import LSTM
+from lstm_lab.model import check_token_ids
 
-__all__ = ["SCORES", "Encoder", "LuongAttention", "Decoder", "Seq2Seq", "greedy_decode", "beam_search"]
+__all__ = ["SCORES", "check_lengths", "check_beam", "Encoder", "LuongAttention", "Decoder", "Seq2Seq", "greedy_decode",
+           "beam_search"]
 
 SCORES = ("dot", "general", "concat")
 
@@ -44,10 +46,32 @@ class Encoder(nn.Module):
         self.lstm = LSTM(embed_size, hidden_size // 2, bidirectional=True)
 
     def forward(self, src, lengths):
+        check_token_ids(src, self.embedding.num_embeddings, "source ids")
+        check_lengths(lengths, src)
         packed = pack_padded_sequence(self.embedding(src), lengths.cpu(), enforce_sorted=False)
         output, (h_n, c_n) = self.lstm(packed)  # h_n, c_n: (2, B, H/2): forward's last step, backward's first
         memory, _ = pad_packed_sequence(output, total_length=src.shape[0])  # (S, B, H), zeros past each length
         return memory, (torch.cat([h_n[0], h_n[1]], dim=1), torch.cat([c_n[0], c_n[1]], dim=1))
+
+
+def check_lengths(lengths, src):
+    """Raise ValueError unless `lengths` holds one length per source of src (S, B), each from 1 to S.  Chapter 9."""
+    if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.numel() != src.shape[1]:
+        got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths must be a 1-D tensor of the {src.shape[1]} source lengths of src "
+                         f"{tuple(src.shape)}, got {got}")
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > src.shape[0]:
+        raise ValueError(f"lengths must be from 1 to the {src.shape[0]} positions of src {tuple(src.shape)}, got "
+                         f"lengths from {low} to {high}")
+
+
+def check_beam(beam, vocab_size):
+    """Raise ValueError unless `beam` is a width a search over `vocab_size` output symbols can keep: 1 (greedy) to
+    vocab_size.  Chapter 9."""
+    if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= vocab_size:
+        raise ValueError(f"beam must be a whole number from 1 (greedy) to the {vocab_size} output symbols, "
+                         f"got {beam!r}")
 
 
 class LuongAttention(nn.Module):
@@ -105,6 +129,7 @@ class Decoder(nn.Module):
         self.W_s = nn.Linear(hidden_size, vocab_size)
 
     def step(self, y_prev, state, h_tilde_prev, memory, keys, mask):
+        check_token_ids(y_prev, self.embedding.num_embeddings, "target ids")
         x = self.embedding(y_prev)  # (B, E)
         if self.input_feeding:
             x = torch.cat([x, h_tilde_prev], dim=1)  # (B, E + H): last step's attentional state
@@ -178,6 +203,7 @@ def beam_search(model, src, lengths, bos_id, eos_id, max_len, beam=4):
     search stops when no live hypothesis can beat the best finished one (log-probabilities only fall as a
     hypothesis grows) or after max_len steps.  Returns one token list per source, without <bos> and <eos>.
     beam=1 is greedy decoding.  Chapter 9."""
+    check_beam(beam, model.decoder.W_s.out_features)
     results = []
     for b in range(src.shape[1]):
         length = int(lengths[b])

@@ -19,17 +19,19 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from lstm_lab.config import MAX_EPOCHS, check_lr
 from lstm_lab.data.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.runs import open_run, train_in_folder, train_run
 from lstm_lab.runtime import pick_device
-from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, greedy_decode
+from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, check_beam, greedy_decode
 from lstm_lab.train import constant_lr, train_epoch
 
 __all__ = ["DatesConfig", "build_model", "dates_data", "dates_epoch", "decode", "accuracy", "translate_dates",
            "is_real_date", "DatesTask", "train_dates", "load_dates_model"]
 
 TARGET_LEN = 10  # "YYYY-MM-DD"
+MAX_EXAMPLES = 1_000_000  # train_size: 50 times the default (drawing them takes a few seconds); more is a typo
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class DatesConfig:
             raise ValueError(f"unknown score {self.score!r}; choose one of: {', '.join(SCORES + ('none',))}")
         if min(self.embed_size, self.hidden_size, self.train_size, self.epochs, self.batch_size) < 1:
             raise ValueError(f"sizes, epochs and batch_size must be positive: {self}")
+        if self.epochs > MAX_EPOCHS or self.train_size > MAX_EXAMPLES:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} and train_size at most {MAX_EXAMPLES:,}: {self}")
+        check_lr(self.lr)
 
 
 def build_model(config, src_vocab, tgt_vocab):
@@ -136,10 +141,14 @@ def accuracy(model, examples, src_vocab, tgt_vocab, device, beam=1):
 
 
 def translate_dates(model, texts, src_vocab, tgt_vocab, device=None, beam=1):
-    """ISO dates for strings a person typed; ValueError (one line) for text the model cannot read.
+    """ISO dates for a list of strings a person typed; ValueError (one line) for text the model cannot read or a
+    beam outside 1 to the target vocabulary's size.
 
     device: where the model is (None: its parameters' device).  The model writes ten characters whatever it
     reads: `is_real_date` says whether they name a real date.  Chapter 9."""
+    if isinstance(texts, str):
+        raise TypeError(f"texts must be a list of strings, got the str {texts[:40]!r}: write [{texts[:40]!r}]")
+    check_beam(beam, len(tgt_vocab))
     for text in texts:
         check_source(text, src_vocab)
     device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from lstm_lab.runtime import autocast
 
 __all__ = ["train_epoch", "train_batch", "backward_and_step", "scaled_backward_and_step", "perplexity", "make_bar",
-           "new_run_state", "best_epoch", "fit", "run_epoch", "constant_lr"]
+           "new_run_state", "best_epoch", "diverged", "fit", "run_epoch", "constant_lr"]
 
 
 def train_epoch(model, batches, step, optimizer, clip_norm=0.0, amp=None, scaler=None, progress=False,
@@ -129,14 +129,20 @@ def best_epoch(history):
     return max((r["epoch"] for r in history if r["improved"]), default=0)
 
 
+def diverged(record):
+    """Whether an epoch's record shows a diverged run: a validation number (a name starting "valid") that is not
+    finite -- NaN, or a perplexity past what a float holds.  No later epoch can recover from it.  Chapter 6."""
+    return any(not math.isfinite(value) for name, value in record.items()
+               if name.startswith("valid") and isinstance(value, (int, float)))
+
+
 def fit(model, task, optimizer, run_state, epochs, patience=0, on_epoch=None, scaler=None, progress=False):
     """Train `model` until run_state["epoch"] reaches `epochs`, validating after every epoch; returns the history.
 
     task: what is particular to the model (see the module's docstring).  run_state: from `new_run_state`, or
     from a checkpoint to resume; it is advanced in place.  on_epoch(model, optimizer, run_state) is called after
     every epoch (a run folder checkpoints there).  Stops early after `patience` epochs without a better
-    validation number (0: never), and after an epoch whose validation number is not finite (the run diverged:
-    no later epoch can recover).  Introduced in chapter 6."""
+    validation number (0: never), and after an epoch that `diverged`.  Introduced in chapter 6."""
     for _ in range(run_state["epoch"] + 1, epochs + 1):
         if patience and run_state["bad_epochs"] >= patience:
             break  # early stopping
@@ -144,16 +150,16 @@ def fit(model, task, optimizer, run_state, epochs, patience=0, on_epoch=None, sc
         run_state["history"].append(record)
         if on_epoch is not None:
             on_epoch(model, optimizer, run_state)
-        if not math.isfinite(record[task.monitor]):
-            break  # diverged
+        if diverged(record):
+            break  # no later epoch can recover
     return run_state["history"]
 
 
 def run_epoch(model, task, optimizer, run_state, scaler=None, progress=False):
     """Train one epoch at run_state["lr"], validate, advance run_state; returns the epoch's record.
 
-    The record: epoch, lr, the task's training and validation numbers, whether the monitored number improved,
-    and the seconds spent training and validating.  Chapter 6."""
+    The record: epoch, lr, the task's training and validation numbers, whether the monitored number improved
+    (an epoch that `diverged` never does), and the seconds spent training and validating.  Chapter 6."""
     epoch, lr = run_state["epoch"] + 1, run_state["lr"]
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -161,9 +167,9 @@ def run_epoch(model, task, optimizer, run_state, scaler=None, progress=False):
     valid_start = time.perf_counter()
     valid = task.validate(model)
     valid_seconds = time.perf_counter() - valid_start
-    improved = valid[task.monitor] < run_state["best_valid"]
+    improved = valid[task.monitor] < run_state["best_valid"] and not diverged(valid)
     run_state.update(epoch=epoch, lr=task.next_lr(epoch, lr, improved),
-                     best_valid=min(valid[task.monitor], run_state["best_valid"]),
+                     best_valid=valid[task.monitor] if improved else run_state["best_valid"],
                      bad_epochs=0 if improved else run_state["bad_epochs"] + 1)
     return {"epoch": epoch, "lr": lr, **task.train_record(stats), **valid, "improved": improved,
             "train_seconds": stats["seconds"], "valid_seconds": valid_seconds}

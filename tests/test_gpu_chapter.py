@@ -148,4 +148,4 @@ def test_the_throughput_command_rejects_a_repeat_count_below_one(capsys, monkeyp
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["throughput", "--repeats", "0"])
     assert exit_info.value.code == 2
-    assert "argument --repeats: must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --repeats: expected an integer from 1 to 1000, got 0" in capsys.readouterr().err

@@ -1,5 +1,10 @@
 """Every rung of the speed ladder is nn.LSTM: outputs, final state and every gradient (chapter 3)."""
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -255,6 +260,54 @@ def test_build_cpp_removes_the_lock_a_killed_build_left_and_keys_its_folder_by_s
     other = Path(ladder_module.build_cpp("cell", source, ["-O3"])["build_directory"])
     flags = Path(ladder_module.build_cpp("cell", source, ["-O2"])["build_directory"])
     assert len({folder, other, flags}) == 3  # an edited source or other flags never reuse a build
+
+
+TINY_SOURCE = """#include <Python.h>
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+static PyObject* answer(PyObject*, PyObject*) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, "42"}, {nullptr, nullptr, 0, nullptr}};
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "tiny", nullptr, -1, methods};
+PyMODINIT_FUNC CONCAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Create(&module); }
+"""  # a module that builds in about a second: build_cpp's cache is tested with real builds, not the cell's minutes
+
+
+def build_tiny(source, extensions, timeout=120):
+    """Run build_cpp on `source` in a new process (extensions: $TORCH_EXTENSIONS_DIR) and call the module."""
+    code = ("from lstm_lab.experiments.ladder import build_cpp; "
+            f"print(build_cpp('tiny', {str(source)!r}, ['-O0']).answer())")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions)})
+
+
+@pytest.mark.skipif(not ladder_module.cpp_available() or os.name == "nt", reason="needs ninja, a C++ compiler, fork")
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):
+    source, extensions = tmp_path / "tiny.cpp", tmp_path / "extensions"
+    source.write_text(TINY_SOURCE)
+    assert build_tiny(source, extensions).stdout == "42\n"
+    library, = extensions.glob("tiny_*/tiny_*.so")
+    library.write_bytes(library.read_bytes()[:8000])  # as a full disk or a killed copy leaves it: loaded, a bus error
+    result = build_tiny(source, extensions)
+    assert result.returncode == 0 and result.stdout == "42\n", result.stderr
+    assert "is not the library that was built (damaged" in result.stderr
+    assert build_tiny(source, extensions).stderr == ""  # the new build is recorded: loaded without a word
+
+
+@pytest.mark.skipif(not ladder_module.cpp_available() or os.name == "nt", reason="needs ninja, a C++ compiler, fork")
+def test_a_build_killed_midway_does_not_stop_the_next_one(tmp_path):
+    source, extensions = tmp_path / "tiny.cpp", tmp_path / "extensions"
+    source.write_text(TINY_SOURCE)
+    code = ("from lstm_lab.experiments.ladder import build_cpp; build_cpp('tiny', %r, ['-O0'])" % str(source))
+    builder = subprocess.Popen([sys.executable, "-c", code],
+                               env={**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions)})
+    deadline = time.monotonic() + 60
+    while not list(extensions.glob("tiny_*/lock")) and builder.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    builder.send_signal(signal.SIGKILL)  # mid-build: torch's lock file stays behind
+    builder.wait()
+    assert list(extensions.glob("tiny_*/lock")), "the build ended before it could be killed"
+    result = build_tiny(source, extensions, timeout=60)  # without build_cpp's lock: torch waits here forever
+    assert result.returncode == 0 and result.stdout == "42\n", result.stderr
 
 
 @pytest.mark.skipif(ladder_module.os.name == "nt", reason="needs file locks")

@@ -280,8 +280,8 @@ def test_resume_on_a_corpus_with_another_vocabulary_is_refused(run, tiny, monkey
 
 @pytest.mark.parametrize("argv, expected", [
     (["generate", "--top-k", "51"], "--top-k 51 is larger than the vocabulary of RUN: expected 1 to 50"),
-    (["evaluate", "--batch-size", "201"], "--batch-size 201 is too large for the test text (400 tokens): "
-                                          "expected 1 to 200"),
+    (["evaluate", "--batch-size", "201"], "--batch-size 201 does not fit the test text (400 tokens): every one of "
+                                          "the streams needs 2 tokens or more; expected 1 to 200"),
     (["generate", "--prompt", "zebra"], "prompt token(s) ['zebra'] not in the vocabulary of 50 tokens"),
 ])
 def test_values_that_do_not_fit_the_run_are_one_line_usage_errors(run, tiny, capsys, argv, expected):

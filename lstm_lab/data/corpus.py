@@ -17,16 +17,18 @@ from pathlib import Path
 
 import torch
 
+from lstm_lab.config import InputError
 from lstm_lab.data.download import CORPORA, DataNotFoundError, fetch, files_sha256, text_files
 
-__all__ = ["PAD", "BOS", "EOS", "UNK", "hash_split", "Vocab", "word_tokens", "char_tokens", "Corpus", "read_text",
-           "split_lines", "train_vocab", "load_corpus", "batchify", "num_windows", "bptt_windows"]
+__all__ = ["PAD", "BOS", "EOS", "UNK", "SPECIAL_TOKENS", "hash_split", "Vocab", "word_tokens", "char_tokens", "Corpus",
+           "read_text", "split_lines", "train_vocab", "load_corpus", "batchify", "num_windows", "bptt_windows"]
 
 # The special tokens, one set for the whole package (chapters 8 and 9 import them from here):
 PAD = "<pad>"  # fills a batch's shorter sequences up to its longest (chapters 8, 9)
 BOS = "<bos>"  # starts a sequence: the first input when a model writes a poem or a date (chapters 8, 9)
 EOS = "<eos>"  # ends every line (sentence) of a word-level corpus, and every poem or date (chapters 6, 8, 9)
 UNK = "<unk>"  # stands for every token the vocabulary does not hold (chapters 6, 8)
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # marks, not text: a vocabulary of these alone cannot model anything
 
 
 def hash_split(key, buckets):
@@ -98,18 +100,18 @@ def tokenizer(level):
 
 
 def read_text(path):
-    """The text of a UTF-8 file (a leading byte-order mark dropped).  ValueError, in one line, for a file that
-    is not UTF-8 text (a binary file) or holds nothing but whitespace.  Introduced in chapter 6."""
+    """The text of a UTF-8 file (a leading byte-order mark dropped).  InputError (a ValueError), in one line, for a
+    file that is not UTF-8 text (a binary file) or holds nothing but whitespace.  Introduced in chapter 6."""
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}): "
+        raise InputError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}): "
                          f"expected a plain text file") from None
     if "\x00" in text:
-        raise ValueError(f"{path} holds NUL bytes, so it is a binary file: expected a plain text file")
+        raise InputError(f"{path} holds NUL bytes, so it is a binary file: expected a plain text file")
     if not text.strip():
-        raise ValueError(f"{path} is empty: expected a file with some text in it")
+        raise InputError(f"{path} is empty: expected a file with some text in it")
     return text
 
 
@@ -167,11 +169,12 @@ def encode_or_unk(vocab, tokens, unk=UNK):
 
 
 def check_split_sizes(tokens, source, least=2):
-    """Raise ValueError, in one line, unless every split of {split: tokens} holds `least` tokens or more."""
+    """Raise InputError (a ValueError), in one line, unless every split of {split: tokens} holds `least` tokens or
+    more."""
     sizes = {split: len(toks) for split, toks in tokens.items()}
     if min(sizes.values()) < least:
         held = ", ".join(f"{split} {n:,}" for split, n in sizes.items())
-        raise ValueError(f"{source} is too short: its splits hold {held} tokens, expected at least {least} in each "
+        raise InputError(f"{source} is too short: its splits hold {held} tokens, expected at least {least} in each "
                          f"(a single text needs at least 11 lines to give valid and test a line each)")
 
 
@@ -190,8 +193,9 @@ def load_corpus(name, level="word", data_dir=None, allow_download=True, progress
     Tokens of valid or test that train lacks read as <unk>, added to the vocabulary only then (`train_vocab`);
     PTB's ids and vocabulary are those of its own files, unchanged.
 
-    Bad input raises one line before any training: ValueError for an unknown level, a max_vocab under 2, a file
-    that is not UTF-8 text or is empty, a text too short for 2 tokens in each split; DataNotFoundError for a
+    Bad input raises one line before any training: ValueError for an unknown level or a max_vocab under 2;
+    InputError (a ValueError) for a file that is not UTF-8 text or is empty, a text too short for 2 tokens in each
+    split, a max_vocab that keeps nothing but special tokens; DataNotFoundError for a
     name that is neither registered nor a path, or a folder without .txt files.  Introduced in chapter 6."""
     tokenize = tokenizer(level)
     if max_vocab is not None and max_vocab < 2:
@@ -200,6 +204,9 @@ def load_corpus(name, level="word", data_dir=None, allow_download=True, progress
     tokens = {split: tokenize(text) for split, text in texts.items()}
     check_split_sizes(tokens, source)
     vocab = train_vocab(tokens["train"], [t for split in ("valid", "test") for t in tokens[split]], max_vocab)
+    if all(token in SPECIAL_TOKENS for token in vocab.itos):
+        raise InputError(f"the vocabulary of {source} keeps only {', '.join(vocab.itos)}: every word would read as "
+                         f"{UNK}; expected max_vocab of {len(vocab) + 1} or more")
     splits = {split: encode_or_unk(vocab, toks) for split, toks in tokens.items()}
     description = f"{source}; {level} level, vocabulary of train: {len(vocab):,} tokens{unk_note(vocab, tokens)}"
     return Corpus(vocab, splits, description, sha256)

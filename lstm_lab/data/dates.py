@@ -113,14 +113,18 @@ def target_vocab():
 
 def check_source(text, vocab, max_len=MAX_SOURCE_LEN):
     """Raise ValueError (one line, saying what is allowed) unless `text` can be encoded by `vocab`.  Chapter 9."""
-    if not text:
-        raise ValueError("empty input: expected a date such as '3 March 1999'")
+    if not isinstance(text, str):
+        raise TypeError(f"a date to translate must be a str, got {type(text).__name__}")
+    shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text):,} characters)"
+    if not text.strip():
+        raise ValueError(f"empty input {shown}: expected a date such as '3 March 1999'")
     if len(text) > max_len:
-        raise ValueError(f"input of {len(text)} characters is longer than the model's limit of {max_len}: {text!r}")
+        raise ValueError(f"input {shown} is longer than the model's limit of {max_len} characters")
     unknown = sorted(set(text) - set(vocab.stoi))
     if unknown:
-        raise ValueError(f"characters {unknown} of {text!r} are not in the source vocabulary (letters of English "
-                         "month and weekday names, digits, space and , . / -)")
+        allowed = "".join(t for t in vocab.itos if len(t) == 1)
+        raise ValueError(f"characters {''.join(unknown)!r} of {shown} are not among the {len(allowed)} the model "
+                         f"reads: {allowed!r}")
 
 
 def encode_batch(examples, src_vocab, tgt_vocab):

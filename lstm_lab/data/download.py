@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lstm_lab.config import check_choice
+from lstm_lab.config import InputError, check_choice
 from lstm_lab.data.manifest import FILES, tang_raw_specs
 from lstm_lab.files import sha256_of, write_atomically
 
@@ -82,7 +82,8 @@ def text_files(path):
     A file -> {"text": [file]}.  A folder that holds train.txt, valid.txt and test.txt -> those three as the
     splits; any other folder -> {"text": its *.txt files in name order} (not its subfolders).  A "text" is one
     text that `lstm_lab.data.corpus.split_lines` cuts into splits.  Raises DataNotFoundError for a path that does not
-    exist or a folder with no .txt file, ValueError for a folder with some of the three split files but not all.
+    exist or a folder with no .txt file, InputError (a ValueError) for a folder with some of the three split files
+    but not all.
     Introduced in chapter 6."""
     path = Path(path)
     if path.is_file():
@@ -95,7 +96,7 @@ def text_files(path):
         return {split: [path / name] for split, name in names.items()}
     if present:
         missing = [name for name in names.values() if name not in present]
-        raise ValueError(f"{path} holds {' and '.join(present)} but no {' or '.join(missing)}: expected all three "
+        raise InputError(f"{path} holds {' and '.join(present)} but no {' or '.join(missing)}: expected all three "
                          f"split files, or none (then its .txt files are joined and split by lines)")
     files = sorted(file for file in path.glob("*.txt") if file.is_file())
     if not files:

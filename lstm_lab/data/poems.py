@@ -12,16 +12,18 @@ Forms ("5x4": four lines of five characters, ...): lines end in "，" and "。" 
 them; `poem_slots` lays a form out for `lstm_lab.poem_model.generate_poem`.  Introduced in chapter 8.
 """
 import re
+import unicodedata
 from collections import Counter
 
 import torch
 from torch import nn
 
+from lstm_lab.config import InputError
 from lstm_lab.data.corpus import BOS, EOS, PAD, UNK, Vocab, hash_split
 from lstm_lab.data.download import fetch
 
 __all__ = ["PUNCTUATION", "FORMS", "FORM_NAMES", "poem_split", "load_poems", "poem_form", "poem_vocab", "encode_poem",
-           "pad_batch", "batches", "pad_fixed", "padding_share", "check_form", "poem_slots"]
+           "pad_batch", "batches", "pad_fixed", "padding_share", "check_form", "poem_slots", "is_han"]
 
 PUNCTUATION = ("，", "。")  # after odd lines, after even lines
 FORMS = {"5x4": (5, 4), "7x4": (7, 4), "5x8": (5, 8), "7x8": (7, 8)}  # name: (characters per line, lines)
@@ -61,10 +63,15 @@ def poem_form(poem):
 
 
 def poem_vocab(poems, min_count=1):
-    """<pad>, <bos>, <eos>, <unk>, then every character seen at least `min_count` times, most frequent first.
-    Chapter 8."""
+    """<pad>, <bos>, <eos>, <unk>, then every character seen at least `min_count` times, most frequent first;
+    InputError (a ValueError) if that is no character.  Chapter 8."""
     counts = Counter(ch for poem in poems for ch in poem)
-    return Vocab([PAD, BOS, EOS, UNK] + [ch for ch, n in counts.most_common() if n >= min_count])
+    kept = [ch for ch, n in counts.most_common() if n >= min_count]
+    if not kept:
+        most = max(counts.values(), default=0)
+        raise InputError(f"min_count {min_count} keeps no character: the most frequent one of the {len(poems):,} "
+                         f"training poems appears {most:,} times; expected min_count 1 to {max(most, 1):,}")
+    return Vocab([PAD, BOS, EOS, UNK] + kept)
 
 
 def encode_poem(poem, vocab):
@@ -86,6 +93,8 @@ def batches(poems, batch_size, generator=None, bucket=True):
     """Lists of poems, `batch_size` each (the last may be smaller).  bucket=True sorts the poems by length
     inside chunks of 50 batches, so a batch holds poems of similar length and little padding; the order of
     the chunks and of the batches is shuffled by `generator` (None: corpus order).  Chapters 3, 4, 6, 7, 8 and 9."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of poems, 1 or more, got {batch_size!r}")
     order = torch.randperm(len(poems), generator=generator).tolist() if generator is not None \
         else list(range(len(poems)))
     if bucket:
@@ -129,3 +138,12 @@ def poem_slots(form):
     width, lines = check_form(form)
     return [None if position < width else PUNCTUATION[line % 2]
             for line in range(lines) for position in range(width + 1)]
+
+
+def is_han(ch):
+    """Whether the string `ch` is one Chinese character (a CJK ideograph), the only thing a form's character slot holds.
+
+    The corpus also holds brackets, digits, other punctuation and its mark for a lost character (□), from titles
+    and notes that the collection writes into some poems; a generated poem never writes them.  Chapter 8."""
+    ideographs = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH")
+    return len(ch) == 1 and unicodedata.name(ch, "").startswith(ideographs)

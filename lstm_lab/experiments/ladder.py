@@ -39,7 +39,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils import cpp_extension
 
 from lstm_lab.cells import cell_update
-from lstm_lab.files import try_lock, wait_lock
+from lstm_lab.files import sha256_of, try_lock, wait_lock, write_bytes
 from lstm_lab.lstm import lstm_layer
 
 __all__ = ["CPP_SOURCE", "lstm_weights", "stack_layers", "naive_layer", "fused_layer", "tanh", "TorchMatmul",
@@ -280,18 +280,32 @@ def build_cpp(name, source, flags):
     at a time: the others wait (saying so) on a file lock the operating system releases when its holder ends,
     however it ends.  torch's own lock file, which a builder killed mid-build leaves behind (and which makes
     every later `cpp_extension.load` wait forever), is removed once we hold our lock, since no builder can be
-    using it then."""
+    using it then.  The sha256 of every library built is recorded beside it, and a library that does not match
+    its record (truncated by a full disk or a killed copy: loading it would end the process with a bus error) is
+    rebuilt, saying so."""
     key = hashlib.sha256(Path(source).read_bytes() + " ".join(flags).encode() + platform.machine().encode()
                          + torch.__version__.encode()).hexdigest()[:12]
     folder = Path(cpp_extension._get_build_directory(f"{name}_{key}", verbose=False))  # torch's folder for it
+    library = folder / f"{name}_{key}{'.pyd' if os.name == 'nt' else '.so'}"  # what torch's build makes
+    record = folder / "built.sha256"  # the sha256 of the library as it was built
     with open(folder / "build.flock", "a+") as lock:
         if not try_lock(lock):
             print(f"waiting for another process that is building {Path(source).name} in {folder}", file=sys.stderr,
                   flush=True)
             wait_lock(lock)
         (folder / "lock").unlink(missing_ok=True)  # torch's lock of a killed build: nobody else builds now
-        return cpp_extension.load(name=f"{name}_{key}", sources=[str(source)], extra_cflags=flags,
-                                  build_directory=str(folder))
+        if library.exists() and (not record.exists() or record.read_text().strip() != sha256_of(library)):
+            print(f"the cached build of {Path(source).name} in {folder} is not the library that was built "
+                  "(damaged, or built before its sha256 was recorded): building it again", file=sys.stderr, flush=True)
+            for product in folder.iterdir():
+                if product.name not in ("build.flock", "build.ninja"):
+                    product.unlink()
+        before = library.stat().st_mtime_ns if library.exists() else None
+        module = cpp_extension.load(name=f"{name}_{key}", sources=[str(source)], extra_cflags=flags,
+                                    build_directory=str(folder))
+        if library.exists() and library.stat().st_mtime_ns != before:  # built just now: what a later load must find
+            write_bytes(record, sha256_of(library).encode())
+        return module
 
 
 @functools.cache
