@@ -23,6 +23,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -201,21 +202,45 @@ def run_folder(text):
     return text
 
 
+def trained_run(text):
+    """argparse type: the run folder a command reads (evaluate, generate, translate): a path, not '' (which would
+    read the current folder) and not a file.  What the folder holds is checked when it is opened."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected the path of a run folder written by a train command, got ''")
+    if Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text} is a file: expected a run folder written by a train command")
+    return text
+
+
 def check_names(text):
     """Raise argparse.ArgumentTypeError if a name in the path `text` is too long for the file system (255 bytes)."""
-    if any(len(part.encode()) > 255 for part in Path(text).parts):
+    if any(len(os.fsencode(part)) > 255 for part in Path(text).parts):
         raise argparse.ArgumentTypeError(f"cannot write {text[:60]}...: a name in it is longer than 255 bytes")
 
 
 def check_writable(folder, text):
     """Raise argparse.ArgumentTypeError unless `folder`, or the nearest folder on its way that exists, is a folder
-    this process may write in."""
+    this process can write in: its permissions, then a temporary file made (and removed) there, since permissions
+    alone do not tell (root may write anywhere but in /proc; a read-only mount refuses everyone)."""
     while not folder.exists():  # ends: the current folder or / exists
         folder = folder.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is not writable ({error.strerror})") \
+            from None
+
+
+def add_subcommand(subparsers, name, help):
+    """The parser of subcommand `name`: an error found after parsing (`UsageError`) is shown with its usage."""
+    parser = subparsers.add_parser(name, help=help)
+    parser.set_defaults(usage=parser)
+    return parser
 
 
 def add_device(parser):
@@ -250,7 +275,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m lstm_lab", description="LSTM Lab language models")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{train,evaluate,generate,poems,dates,bench,throughput}")
-    train = sub.add_parser("train", help="train a preset, checkpointing every epoch")
+    train = add_subcommand(sub, "train", help="train a preset, checkpointing every epoch")
     train.add_argument("--preset", required=True, choices=list(PRESETS), help="named configuration")
     text = train.add_mutually_exclusive_group()
     text.add_argument("--corpus", choices=LM_CORPORA, default=None,
@@ -290,14 +315,14 @@ def build_parser():
     train.add_argument("--amp", action="store_true",
                        help="mixed precision: float16 with a GradScaler on CUDA, bfloat16 on a CPU (chapter 7)")
     add_common(train)
-    evaluate = sub.add_parser("evaluate", help="perplexity of a trained run on a split")
-    evaluate.add_argument("--out", required=True, help="run folder written by train")
+    evaluate = add_subcommand(sub, "evaluate", help="perplexity of a trained run on a split")
+    evaluate.add_argument("--out", required=True, type=trained_run, help="run folder written by train")
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test")
     evaluate.add_argument("--batch-size", type=positive_int, default=1, help="streams (1 = whole text as context)")
     add_weights(evaluate)
     add_common(evaluate)
-    generate = sub.add_parser("generate", help="sample text from a trained run")
-    generate.add_argument("--out", required=True, help="run folder written by train")
+    generate = add_subcommand(sub, "generate", help="sample text from a trained run")
+    generate.add_argument("--out", required=True, type=trained_run, help="run folder written by train")
     generate.add_argument("--prompt", type=prompt_text, default=None,
                           help="space-separated start tokens, or the start text of a character-level run "
                                "(default: a line break, <eos>)")
@@ -324,9 +349,9 @@ def add_run_options(train):
 
 def add_poems(sub):
     """`poems train | generate`: chapter 8's Tang poem model."""
-    poems = sub.add_parser("poems", help="chapter 8's Tang poems: train | generate")
+    poems = add_subcommand(sub, "poems", help="chapter 8's Tang poems: train | generate")
     action = poems.add_subparsers(dest="poems_command", required=True, metavar="{train,generate}")
-    train = action.add_parser("train", help="train a character model of Tang poems, checkpointing every epoch")
+    train = add_subcommand(action, "train", help="train a character model of Tang poems, checkpointing every epoch")
     train.add_argument("--out", required=True, type=run_folder, help="run folder for checkpoint.pt and results.json")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     train.add_argument("--lr", type=learning_rate, default=None, help="learning rate (default: the config's)")
@@ -344,8 +369,8 @@ def add_poems(sub):
                        help="vocabulary: characters seen at least this often in training")
     train.add_argument("--init", choices=INIT_SCHEMES, default=None, help="initialisation scheme (chapter 8)")
     add_run_options(train)
-    generate = action.add_parser("generate", help="write a poem of a form, from a first character or an acrostic")
-    generate.add_argument("--out", required=True, help="run folder written by poems train")
+    generate = add_subcommand(action, "generate", help="write a poem of a form, from a first character or an acrostic")
+    generate.add_argument("--out", required=True, type=trained_run, help="run folder written by poems train")
     generate.add_argument("--form", default="5x4", help="characters x lines: 5x4, 7x4, 5x8 or 7x8")
     generate.add_argument("--first", default=None, help="the poem's first character")
     generate.add_argument("--prompt", default=None, help="the poem's beginning, punctuation included")
@@ -358,9 +383,9 @@ def add_poems(sub):
 
 def add_dates(sub):
     """`dates train | translate`: chapter 9's date translator."""
-    dates = sub.add_parser("dates", help="chapter 9's date translator: train | translate")
+    dates = add_subcommand(sub, "dates", help="chapter 9's date translator: train | translate")
     action = dates.add_subparsers(dest="dates_command", required=True, metavar="{train,translate}")
-    train = action.add_parser("train", help="train a date translator, checkpointing every epoch")
+    train = add_subcommand(action, "train", help="train a date translator, checkpointing every epoch")
     train.add_argument("--out", required=True, type=run_folder, help="run folder for checkpoint.pt and results.json")
     train.add_argument("--score", choices=SCORES + ("none",), default="general",
                        help="Luong's attention score, or none (no attention)")
@@ -368,8 +393,8 @@ def add_dates(sub):
     train.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None)
     train.add_argument("--train-size", type=int_in(1, MAX_EXAMPLES), default=None, help="training examples")
     add_run_options(train)
-    translate = action.add_parser("translate", help="print the ISO date for each input (arguments, else stdin)")
-    translate.add_argument("--out", required=True, help="run folder written by dates train")
+    translate = add_subcommand(action, "translate", help="print the ISO date for each input (arguments, else stdin)")
+    translate.add_argument("--out", required=True, type=trained_run, help="run folder written by dates train")
     translate.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy)")
     translate.add_argument("texts", nargs="*", help="dates as people write them; none: one per line from stdin")
     add_common(translate)
@@ -377,7 +402,7 @@ def add_dates(sub):
 
 def add_bench(sub):
     """`bench`: chapter 3's speed ladder, every rung against nn.LSTM."""
-    command = sub.add_parser("bench", help="chapter 3's speed ladder: forward + backward of every rung vs nn.LSTM")
+    command = add_subcommand(sub, "bench", help="chapter 3's speed ladder: forward + backward of every rung vs nn.LSTM")
     command.add_argument("--json", type=writable_file, default=None,
                          help="write results and provenance to this file")
     command.add_argument("--sizes", nargs="+", choices=list(bench.SIZES), default=None,
@@ -396,7 +421,7 @@ def add_bench(sub):
 
 def add_throughput(sub):
     """`throughput`: chapter 7's training words per second, several ways."""
-    command = sub.add_parser("throughput", help="chapter 7's training words per second: nn.LSTM, the book's LSTM, "
+    command = add_subcommand(sub, "throughput", help="chapter 7's training words per second: nn.LSTM, the book's LSTM, "
                                                 "compiled, graphed, AMP")
     add_device(command)
     command.add_argument("--sizes", nargs="+", choices=throughput.SIZES, default=list(throughput.SIZES))
@@ -428,7 +453,10 @@ def main(argv=None):
     try:
         return commands[args.command](args, argv) or 0
     except (UsageError, InputError) as error:
-        parser.error(str(error))
+        args.usage.error(str(error))  # the subcommand's usage, then "python -m lstm_lab train: error: ..."
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted (what a train command checkpointed is kept: --resume goes on from it)") \
+            from None
     except (RunError, CheckpointError, DataNotFoundError, ChecksumError, WriteError) as error:
         raise SystemExit(f"error: {error}") from None
 
@@ -622,12 +650,13 @@ def translate_command(args, out):
     outputs = iter(translate_dates(model, [t for k, t in enumerate(texts) if k not in problems], src_vocab,
                                    tgt_vocab, args.device, args.beam))
     for k, text in enumerate(texts):
+        shown = text.replace("\t", " ")  # the second column: a tab in it would make a third
         if k in problems:
-            print(f"(not read)\t{text[:60]}", flush=True)
+            print(f"(not read)\t{shown[:60]}", flush=True)
             print(f"error: {where} {k + 1}: {problems[k]}", file=sys.stderr, flush=True)
             continue
         iso = next(outputs)
-        print(f"{iso}\t{text}" if is_real_date(iso) else f"{iso} (not a real date)\t{text}")
+        print(f"{iso}\t{shown}" if is_real_date(iso) else f"{iso} (not a real date)\t{shown}")
     return 1 if problems else 0
 
 

@@ -42,8 +42,15 @@ class ModelConfig:
 
     def __post_init__(self):
         check_choice("rnn", self.rnn, RNN_CHOICES)
-        if min(self.vocab_size, self.embed_size, self.hidden_size, self.num_layers) < 1:
+        sizes = {"vocab_size": self.vocab_size, "embed_size": self.embed_size, "hidden_size": self.hidden_size,
+                 "num_layers": self.num_layers}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if min(sizes.values()) < 1:
             raise ValueError(f"vocab_size, embed_size, hidden_size and num_layers must be positive: {self}")
+        if not 0 < self.init_range < float("inf"):  # also false for nan
+            raise ValueError(f"init_range must be positive and finite, got {self.init_range}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tie_layers and self.rnn != "lab":

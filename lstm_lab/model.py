@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lstm_lab.cells import check_sizes
+from lstm_lab.config import ModelConfig
 from lstm_lab.init import init_uniform_all_
 from lstm_lab.lstm import LSTM, check_dropout
 
-__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "checkable", "check_token_ids", "detach_state",
+__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "checkable", "check_token_ids", "check_pad_id", "check_lengths", "detach_state",
            "count_parameters"]
 
 
@@ -67,6 +69,8 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config):
         super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a lstm_lab.config.ModelConfig, got {type(config).__name__}")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
         self.rnn = make_rnn(config)
@@ -77,7 +81,7 @@ class LanguageModel(nn.Module):
         init_uniform_all_(self, config.init_range)
 
     def forward(self, tokens, state=None):
-        check_token_ids(tokens, self.config.vocab_size)
+        check_token_ids(tokens, self.config.vocab_size, dims=2)
         x = self.drop(self.embedding(tokens))  # (T, B, E)
         output, state = self.rnn(x, state)  # (T, B, H); dropout between layers happens inside the LSTM
         logits = self.decoder(self.drop(output))  # (T, B, V)
@@ -85,6 +89,7 @@ class LanguageModel(nn.Module):
 
     def init_state(self, batch_size):
         """Zero state ((L, B, H), (L, B, H)) on the model's device and dtype."""
+        check_sizes(batch_size=batch_size)
         weight = self.decoder.weight
         zeros = weight.new_zeros(self.config.num_layers, batch_size, self.config.hidden_size)
         return zeros, zeros.clone()
@@ -96,21 +101,48 @@ def checkable(tensor):
     return not (tensor.is_cuda and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
 
 
-def check_token_ids(ids, vocab_size, what="token ids"):
+def check_token_ids(ids, vocab_size, what="token ids", dims=None):
     """Raise a one-line IndexError unless every id in `ids` is from 0 to vocab_size - 1 (nn.Embedding's own error
-    says only "index out of range in self").
+    says only "index out of range in self"); TypeError unless they are an integer tensor, ValueError unless it
+    has `dims` dimensions when given (2: (T, B)).
 
     Checked wherever it costs no GPU synchronisation: always on the CPU, and on a GPU outside training (sampling,
     evaluation: no gradients).  In a GPU training step the check would stall every batch, so there an id out
     of range ends in CUDA's "device-side assert".  Chapters 6, 8 and 9."""
-    if ids.is_floating_point() or ids.is_complex():
-        raise TypeError(f"{what} must be integers (a LongTensor), got {ids.dtype}")
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        got = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise TypeError(f"{what} must be an integer tensor (a LongTensor), got {got}")
+    if dims is not None and ids.dim() != dims:
+        layout = {1: "(B,)", 2: "(T, B): time steps, then streams"}[dims]
+        raise ValueError(f"{what} must be {dims}-D {layout}, got shape {tuple(ids.shape)}")
     if ids.numel() == 0 or not checkable(ids):
         return
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab_size:
         raise IndexError(f"{what} must be from 0 to {vocab_size - 1} (a vocabulary of {vocab_size:,}), got ids from "
                          f"{low} to {high}")
+
+
+def check_pad_id(pad_id, vocab_size):
+    """Raise ValueError unless `pad_id` is an id of a vocabulary of `vocab_size` (nn.Embedding's padding_idx).
+    Chapters 8 and 9."""
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < vocab_size:
+        raise ValueError(f"pad_id must be an id of the vocabulary, 0 to {vocab_size - 1}, got {pad_id!r}")
+
+
+def check_lengths(lengths, inputs):
+    """Raise ValueError (TypeError for floats) unless `lengths` holds one whole length per column of inputs (T, B),
+    each from 1 to T: the lengths a packed batch is cut by.  Chapters 8 and 9."""
+    if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.numel() != inputs.shape[1]:
+        got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths must be a 1-D tensor of the {inputs.shape[1]} lengths of the columns of "
+                         f"{tuple(inputs.shape)}, got {got}")
+    if lengths.is_floating_point():
+        raise TypeError(f"lengths must be whole numbers (an integer tensor), got {lengths.dtype}")
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > inputs.shape[0]:
+        raise ValueError(f"lengths must be from 1 to the {inputs.shape[0]} positions of {tuple(inputs.shape)}, got "
+                         f"lengths from {low} to {high}")
 
 
 def detach_state(state):

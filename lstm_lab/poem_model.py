@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstm_lab.data.corpus import BOS, PAD
+from lstm_lab.cells import check_sizes
+from lstm_lab.data.corpus import BOS, PAD, Vocab
 from lstm_lab.data.poems import FORMS, PUNCTUATION, is_han, pad_batch, pad_fixed, poem_slots
 from lstm_lab.generate import sample_next
 from lstm_lab.lstm import LSTM
-from lstm_lab.model import check_token_ids, checkable
+from lstm_lab.model import check_lengths, check_pad_id, check_token_ids, checkable
 
 __all__ = ["masked_nll", "batching_candidates", "PoemLM", "generate_poem"]
 
@@ -26,6 +27,13 @@ def masked_nll(logits, targets, pad_id, how="ignore_index"):
     how="ignore_index": cross_entropy's ignore_index; how="mask": every position's NLL times a 0/1 mask,
     summed and divided by the mask's sum.  The two are the same number.  Targets that are all <pad> have no mean:
     ValueError, where `checkable` (cross_entropy itself would return nan).  Chapter 8."""
+    if how not in ("ignore_index", "mask"):
+        raise ValueError(f"how must be 'ignore_index' or 'mask', got {how!r}")
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
+        raise TypeError(f"pad_id must be the id of <pad>, an int, got {pad_id!r}")
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (T, B, V) and targets (T, B), got {tuple(logits.shape)} and "
+                         f"{tuple(targets.shape)}")
     if checkable(targets) and not (targets != pad_id).any():
         raise ValueError(f"every target is padding (id {pad_id}): there is no character to score")
     if how == "ignore_index":
@@ -87,6 +95,8 @@ class PoemLM(nn.Module):
 
     def __init__(self, vocab_size, embed_size=256, hidden_size=512, num_layers=2, dropout=0.0, pad_id=0):
         super().__init__()
+        check_sizes(vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size, num_layers=num_layers)
+        check_pad_id(pad_id, vocab_size)
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
         self.rnn = LSTM(embed_size, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
@@ -97,7 +107,9 @@ class PoemLM(nn.Module):
 
     def hidden(self, inputs, lengths=None):
         """The last layer's h at every position (T, B, H), zeros on the padding (lengths None: no packing)."""
-        check_token_ids(inputs, self.embedding.num_embeddings, "character ids")
+        check_token_ids(inputs, self.embedding.num_embeddings, "character ids", dims=2)
+        if lengths is not None:
+            check_lengths(lengths, inputs)
         x = self.drop(self.embedding(inputs))  # (T, B, E)
         if lengths is None:
             return self.rnn(x)[0]
@@ -106,7 +118,7 @@ class PoemLM(nn.Module):
         return pad_packed_sequence(output, total_length=inputs.shape[0])[0]
 
     def step(self, ids, state=None):
-        check_token_ids(ids, self.embedding.num_embeddings, "character ids")
+        check_token_ids(ids, self.embedding.num_embeddings, "character ids", dims=1)
         output, state = self.rnn(self.embedding(ids).unsqueeze(0), state)  # one step: (1, B, H)
         return self.decoder(output[0]), state
 
@@ -129,6 +141,9 @@ def forced_characters(form, first, prompt, acrostic, vocab):
     line).  Raises ValueError, in one line, for anything the form or the vocabulary cannot take."""
     slots = poem_slots(form)
     width, lines = FORMS[form]
+    for name, value in (("first", first), ("prompt", prompt), ("acrostic", acrostic)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str of Chinese characters, got {type(value).__name__}")
     if sum(x is not None for x in (first, prompt, acrostic)) > 1:
         raise ValueError("give at most one of first, prompt and acrostic")
     if first is not None and len(first) != 1:
@@ -163,8 +178,13 @@ def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperatu
 
     Raises ValueError for an unknown form, characters the vocabulary lacks, or a start the form cannot take.
     Chapter 8."""
+    if not isinstance(model, PoemLM) or not isinstance(vocab, Vocab):
+        raise TypeError(f"expected a PoemLM and its Vocab (load_poems_model returns both), got "
+                        f"{type(model).__name__} and {type(vocab).__name__}")
     slots = poem_slots(form)
     forced = forced_characters(form, first, prompt, acrostic, vocab)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)

@@ -106,10 +106,10 @@ def train_in_folder(out, resume, run):
     out = Path(out)
     made = missing_folders(out)  # the folders run_lock makes: [out, its parent, ...] that do not exist yet
     started = (out / LOCK_FILE).exists()  # a `train` began here before (perhaps killed before its first epoch)
-    with run_lock(out):
-        has_run = check_out_dir(out, resume, started)
-        remove_stale_parts(out)
+    with run_lock(out):  # a RunError if another `train` holds it: then nothing here is ours to touch
         try:
+            has_run = check_out_dir(out, resume, started)
+            remove_stale_parts(out)
             return run(has_run)
         except Exception:
             if not (out / "checkpoint.pt").exists():
@@ -129,8 +129,9 @@ def missing_folders(out):
 def undo_start(out, made, started):
     """Leave a run folder as it was before a `train` that failed ahead of its first checkpoint (a text too short
     for the batch size, a corpus not found): remove the vocab.json and train.lock it wrote and the folders it made,
-    so the same command with a fixed option starts afresh, without --resume.  A kill cannot do this; `--resume`
-    starts such a folder from epoch 1 (`check_out_dir`)."""
+    so the same command with a fixed option starts afresh, without --resume.  Called only while holding the
+    folder's lock: a `train` refused because another one runs there touches nothing.  A kill cannot do this;
+    `--resume` starts such a folder from epoch 1 (`check_out_dir`)."""
     (out / "vocab.json").unlink(missing_ok=True)
     if not started:
         (out / LOCK_FILE).unlink(missing_ok=True)
@@ -229,7 +230,10 @@ def run_lock(out):
 
     The lock belongs to the open file, so the operating system releases it when the process ends, however it
     ends (kill -9 included): a killed run never leaves its folder locked."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot make the run folder {out}: {error.strerror or error}") from None
     with open(out / LOCK_FILE, "a+") as f:
         if not try_lock(f):
             f.seek(0)
@@ -400,10 +404,14 @@ def load_best(model, path, expected=None):
 
 def open_run(out, device, kind, weights="last"):
     """(checkpoint, the dict whose state_dict to load, vocabulary as JSON) of a run folder of `kind`, for using
-    its model; RunError says what is wrong with the folder.
+    its model; RunError says what is wrong with the folder, ValueError or TypeError what is wrong with the arguments.
 
     weights: "last" (checkpoint.pt, the latest epoch) or "best" (the best validation epoch: best.pt, or
     checkpoint.pt itself when the latest epoch is the best).  Chapters 6, 8 and 9."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be the path of a run folder (a str or Path), got {type(out).__name__}")
+    if weights not in ("last", "best"):
+        raise ValueError(f"weights must be 'last' or 'best', got {weights!r}")
     out = Path(out)
     if not (out / "checkpoint.pt").is_file():
         raise RunError(f"{out} holds no checkpoint.pt; train first: python -m lstm_lab {COMMANDS[kind]} --out {out}")

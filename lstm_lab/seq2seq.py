@@ -23,9 +23,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_lab.cells import LSTMCell
 from lstm_lab.lstm import LSTM
-from lstm_lab.model import check_token_ids
+from lstm_lab.cells import check_sizes
+from lstm_lab.model import check_lengths, check_pad_id, check_token_ids
 
-__all__ = ["SCORES", "check_lengths", "check_beam", "Encoder", "LuongAttention", "Decoder", "Seq2Seq", "greedy_decode",
+__all__ = ["SCORES", "check_beam", "check_decoding", "Encoder", "LuongAttention", "Decoder", "Seq2Seq", "greedy_decode",
            "beam_search"]
 
 SCORES = ("dot", "general", "concat")
@@ -46,7 +47,7 @@ class Encoder(nn.Module):
         self.lstm = LSTM(embed_size, hidden_size // 2, bidirectional=True)
 
     def forward(self, src, lengths):
-        check_token_ids(src, self.embedding.num_embeddings, "source ids")
+        check_token_ids(src, self.embedding.num_embeddings, "source ids", dims=2)
         check_lengths(lengths, src)
         packed = pack_padded_sequence(self.embedding(src), lengths.cpu(), enforce_sorted=False)
         output, (h_n, c_n) = self.lstm(packed)  # h_n, c_n: (2, B, H/2): forward's last step, backward's first
@@ -54,16 +55,17 @@ class Encoder(nn.Module):
         return memory, (torch.cat([h_n[0], h_n[1]], dim=1), torch.cat([c_n[0], c_n[1]], dim=1))
 
 
-def check_lengths(lengths, src):
-    """Raise ValueError unless `lengths` holds one length per source of src (S, B), each from 1 to S.  Chapter 9."""
-    if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.numel() != src.shape[1]:
-        got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-        raise ValueError(f"lengths must be a 1-D tensor of the {src.shape[1]} source lengths of src "
-                         f"{tuple(src.shape)}, got {got}")
-    low, high = int(lengths.min()), int(lengths.max())
-    if low < 1 or high > src.shape[0]:
-        raise ValueError(f"lengths must be from 1 to the {src.shape[0]} positions of src {tuple(src.shape)}, got "
-                         f"lengths from {low} to {high}")
+def check_decoding(model, src, lengths, bos_id, eos_id, max_len):
+    """Raise ValueError (one line) unless a decoder can start from these: src (S, B) and its lengths, <bos> and
+    <eos> ids among the model's outputs, a max_len of 1 or more.  Chapter 9."""
+    check_token_ids(src, model.encoder.embedding.num_embeddings, "source ids", dims=2)
+    check_lengths(lengths, src)
+    outputs = model.decoder.W_s.out_features
+    for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < outputs:
+            raise ValueError(f"{name} must be an id of the {outputs} output symbols (0 to {outputs - 1}), got {value!r}")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a whole number of steps, 1 or more, got {max_len!r}")
 
 
 def check_beam(beam, vocab_size):
@@ -150,6 +152,9 @@ class Seq2Seq(nn.Module):
     def __init__(self, src_vocab_size, tgt_vocab_size, embed_size=32, hidden_size=128, score="general",
                  input_feeding=True, pad_id=0):
         super().__init__()
+        check_sizes(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, embed_size=embed_size,
+                    hidden_size=hidden_size)
+        check_pad_id(pad_id, src_vocab_size)
         self.encoder = Encoder(src_vocab_size, embed_size, hidden_size, pad_id)
         self.decoder = Decoder(tgt_vocab_size, embed_size, hidden_size, score, input_feeding)
         self.mask_padding = True  # False: attention may look at padding too (chapter 9 shows what that does)
@@ -180,6 +185,7 @@ def greedy_decode(model, src, lengths, bos_id, eos_id, max_len):
     """The most likely character at every step, fed back in, until <eos> or max_len steps.
 
     Returns tokens (B, max_len) (after <eos>: eos_id again) and weights (max_len, B, S) or None.  Chapter 9."""
+    check_decoding(model, src, lengths, bos_id, eos_id, max_len)
     state, h_tilde, memory, keys, mask = model.encode(src, lengths)
     y = torch.full((src.shape[1],), bos_id, dtype=torch.long, device=src.device)
     done = torch.zeros_like(y, dtype=torch.bool)
@@ -203,6 +209,7 @@ def beam_search(model, src, lengths, bos_id, eos_id, max_len, beam=4):
     search stops when no live hypothesis can beat the best finished one (log-probabilities only fall as a
     hypothesis grows) or after max_len steps.  Returns one token list per source, without <bos> and <eos>.
     beam=1 is greedy decoding.  Chapter 9."""
+    check_decoding(model, src, lengths, bos_id, eos_id, max_len)
     check_beam(beam, model.decoder.W_s.out_features)
     results = []
     for b in range(src.shape[1]):

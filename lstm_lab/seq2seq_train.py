@@ -23,7 +23,7 @@ from lstm_lab.config import MAX_EPOCHS, check_lr
 from lstm_lab.data.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.runs import open_run, train_in_folder, train_run
-from lstm_lab.runtime import pick_device
+from lstm_lab.runtime import check_device, pick_device
 from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, check_beam, greedy_decode
 from lstm_lab.train import constant_lr, train_epoch
 
@@ -146,12 +146,15 @@ def translate_dates(model, texts, src_vocab, tgt_vocab, device=None, beam=1):
 
     device: where the model is (None: its parameters' device).  The model writes ten characters whatever it
     reads: `is_real_date` says whether they name a real date.  Chapter 9."""
+    if not isinstance(model, Seq2Seq):
+        raise TypeError(f"model must be a date translator (lstm_lab.seq2seq.Seq2Seq, from load_dates_model), got "
+                        f"{type(model).__name__}")
     if isinstance(texts, str):
         raise TypeError(f"texts must be a list of strings, got the str {texts[:40]!r}: write [{texts[:40]!r}]")
     check_beam(beam, len(tgt_vocab))
     for text in texts:
         check_source(text, src_vocab)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = check_device(device) if device is not None else next(model.parameters()).device
     return decode(model, list(texts), src_vocab, tgt_vocab, device, beam)
 
 

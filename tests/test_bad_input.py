@@ -117,15 +117,35 @@ CASES = {
     # the date translator's input
     "no dates on stdin": Case(["dates", "translate", "--out", "{dates}"], 2, "no dates given"),
     "one unreadable line among good ones": Case(["dates", "translate", "--out", "{dates}"], 1,
-                                                "error: line 2: characters '☃'", stdin="3 March 1999\n☃☃☃\nMar 4, 99\n"),
-    "a beam wider than the outputs": Case(["dates", "translate", "--out", "{dates}", "--beam", "100000", "1 May 1990"],
-                                          2, "--beam: beam must be a whole number from 1 (greedy) to the 14"),
+                                                "error: line 2: characters '☃'",
+                                                stdin="3 March 1999\n☃☃☃\nMar 4, 99\n"),
+    "a beam wider than the outputs": Case(["dates", "translate", "--out", "{dates}", "--beam", "100000",
+                                           "1 May 1990"], 2,
+                                          "--beam: beam must be a whole number from 1 (greedy) to the 14"),
     "a 100,000-character input": Case(["dates", "translate", "--out", "{dates}", "x" * 100_000], 1,
                                       "(100,000 characters) is longer than the model's limit of 48"),
-    # files
+    "a poem first character that is a number": Case(["poems", "generate", "--out", "{poems}", "--first", "5"], 2,
+                                                    "holds '5': expected Chinese characters"),
+    # files and folders
+    "resume in a folder that does not exist": Case([*TRAIN_TEXT, "--out", "{new}", "--resume"], 1,
+                                                   "holds no checkpoint.pt"),
+    "a run folder the system cannot make": Case([*TRAIN_TEXT, "--out", "/proc/lstm-lab-run"], 2,
+                                                "cannot write /proc/lstm-lab-run: /proc is not writable"),
+    "results the system cannot write": Case([*TRAIN_TEXT, "--out", "{new}", "--results", "/proc/x.json"], 2,
+                                            "argument --results: cannot write /proc/x.json"),
+    "a bench record the system cannot write": Case(["bench", "--json", "/proc/x.json"], 2,
+                                                   "argument --json: cannot write /proc/x.json"),
+    "a text the system cannot read": Case([*TRAIN_TEXT[:2], "/proc/self/mem", *TRAIN_TEXT[3:], "--out", "{new}"], 2,
+                                          "Input/output error"),
+    "evaluate with an empty --out": Case(["evaluate", "--out", ""], 2, "expected the path of a run folder"),
+    "a name the file system cannot encode": Case([*TRAIN_TEXT, "--out", "bad\udcff" * 100], 2,
+                                                 "a name in it is longer than 255 bytes"),
     "a disk that fills up": Case(["dates", "train", "--out", "{new}", "--epochs", "2", *SMALL["dates"]], 1,
                                  "error: could not write {new}/checkpoint.pt: File too large", limit=30_000),
 }
+
+if not Path("/proc/self/mem").exists():  # the cases that need Linux's /proc
+    CASES = {name: case for name, case in CASES.items() if not any("/proc" in arg for arg in case.argv)}
 
 
 def run_case(case, folders, new):
@@ -185,6 +205,20 @@ def test_a_diverged_run_is_recorded_complete_with_its_reason_and_refuses_to_be_u
     assert poems["complete"] and poems["diverged"] and "test_ppl" not in poems and "samples" not in poems
 
 
+def test_ctrl_c_ends_a_training_in_one_line_and_keeps_its_checkpoints(folders, tmp_path):
+    out = tmp_path / "run"
+    train = subprocess.Popen([sys.executable, "-m", "lstm_lab", "train", "--text-file", str(folders["text"]),
+                              *SMALL["lm"], "--max-batches", "0", "--epochs", "1000", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert train.stdout.readline().startswith("epoch   1 ")
+    train.send_signal(signal.SIGINT)
+    stdout, stderr = train.communicate(timeout=60)
+    assert train.returncode == 1 and stderr.startswith("interrupted") and len(stderr.splitlines()) == 1, stderr
+    done = len(json.loads((out / "results.json").read_text())["history"])  # the epochs checkpointed before
+    assert main(["train", "--text-file", str(folders["text"]), *SMALL["lm"], "--max-batches", "0", "--epochs",
+                 str(done + 1), "--out", str(out), "--resume"]) == 0
+
+
 def test_translate_prints_every_readable_line_in_order(results):
     result = results["one unreadable line among good ones"][0]
     lines = result.stdout.splitlines()
@@ -237,7 +271,7 @@ def api_cases(models):
         (lambda: PoemLM(10, 4, 4, 1)(torch.tensor([[10]])), IndexError, "character ids must be from 0 to 9"),
         (lambda: s2s(torch.tensor([[12]]), torch.tensor([1]), torch.tensor([[1]])), IndexError, "source ids"),
         (lambda: s2s(torch.tensor([[1], [2]]), torch.tensor([5]), torch.tensor([[1]])), ValueError,
-         r"lengths must be from 1 to the 2 positions of src \(2, 1\), got lengths from 5 to 5"),
+         r"lengths must be from 1 to the 2 positions of \(2, 1\), got lengths from 5 to 5"),
         (lambda: s2s(torch.tensor([[1], [2]]), torch.tensor([2]), torch.tensor([[9]])), IndexError, "target ids"),
         (lambda: translate_dates(dates_model, "3 March 1999", src, tgt), TypeError, "write \\['3 March 1999'\\]"),
         (lambda: translate_dates(dates_model, ["3 March 1999"], src, tgt, beam=0), ValueError, "got 0"),

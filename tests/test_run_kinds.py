@@ -306,10 +306,12 @@ def test_a_second_train_on_the_same_folder_is_refused_until_the_first_dies(tmp_p
                              stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == "loading"
+        (out / "vocab.json").write_text("[]")  # as the first run writes it before its first checkpoint
         for argv in (train_argv(kind, out, 1), train_argv(kind, out, 1, "--resume")):
             message = one_line_error(argv)
             assert message.startswith(f"error: {out} is in use by another `train` (process {first.pid}, ")
-        assert sorted(p.name for p in out.iterdir()) == ["train.lock"]  # the second run wrote nothing
+        assert sorted(p.name for p in out.iterdir()) == ["train.lock", "vocab.json"]  # the refused runs touched
+        assert (out / "vocab.json").read_text() == "[]"  # nothing: what is there belongs to the first
     finally:
         first.kill()  # kill -9: the operating system releases the lock
         first.wait()

@@ -228,7 +228,7 @@ def test_sampling_top_k_and_temperature():
     assert {sample_next(logits, top_k=1, generator=g) for _ in range(20)} == {1}
     assert {sample_next(logits, top_k=2, generator=g) for _ in range(200)} == {1, 3}
     assert {sample_next(logits, temperature=0.01, generator=g) for _ in range(20)} == {1}
-    with pytest.raises(ValueError, match="temperature must be positive"):
+    with pytest.raises(ValueError, match="temperature must be a positive, finite number, got 0"):
         sample_next(logits, temperature=0)
 
 

@@ -11,6 +11,7 @@ function of the text alone.  Introduced in chapter 6.
 """
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,10 @@ def tokenizer(level):
 def read_text(path):
     """The text of a UTF-8 file (a leading byte-order mark dropped).  InputError (a ValueError), in one line, for a
     file that is not UTF-8 text (a binary file) or holds nothing but whitespace.  Introduced in chapter 6."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -198,6 +202,8 @@ def load_corpus(name, level="word", data_dir=None, allow_download=True, progress
     split, a max_vocab that keeps nothing but special tokens; DataNotFoundError for a
     name that is neither registered nor a path, or a folder without .txt files.  Introduced in chapter 6."""
     tokenize = tokenizer(level)
+    if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(max_vocab, int)):
+        raise TypeError(f"max_vocab must be an int (or None: every token), got {max_vocab!r}")
     if max_vocab is not None and max_vocab < 2:
         raise ValueError(f"max_vocab must be at least 2 (a token and <unk>), got {max_vocab}")
     texts, source, sha256 = corpus_texts(name, data_dir, allow_download, progress)
@@ -216,6 +222,9 @@ def corpus_texts(name, data_dir=None, allow_download=True, progress=True):
     """({"train", "valid", "test"}: text, where they come from in words, sha256 of the files read) of a corpus
     named as `load_corpus` names it: a registered corpus or the path of a text file or folder.  A single text
     is cut by `split_lines`.  Introduced in chapter 6."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"a corpus is a registered name ({', '.join(CORPORA)}) or the path of a text file or folder, "
+                        f"got {type(name).__name__}")
     if name in CORPORA:
         files = {split: [path] for split, path in fetch(name, data_dir, allow_download, progress).items()}
     elif name != "" and Path(name).exists():

@@ -95,6 +95,10 @@ def batches(poems, batch_size, generator=None, bucket=True):
     the chunks and of the batches is shuffled by `generator` (None: corpus order).  Chapters 3, 4, 6, 7, 8 and 9."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number of poems, 1 or more, got {batch_size!r}")
+    if not isinstance(poems, (list, tuple)) or not all(isinstance(poem, str) for poem in poems):
+        raise TypeError(f"poems must be a list of str, got {type(poems).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None: corpus order), got {type(generator).__name__}")
     order = torch.randperm(len(poems), generator=generator).tolist() if generator is not None \
         else list(range(len(poems)))
     if bucket:
