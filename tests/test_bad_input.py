@@ -209,7 +209,9 @@ def test_ctrl_c_ends_a_training_in_one_line_and_keeps_its_checkpoints(folders, t
     out = tmp_path / "run"
     train = subprocess.Popen([sys.executable, "-m", "lstm_lab", "train", "--text-file", str(folders["text"]),
                               *SMALL["lm"], "--max-batches", "0", "--epochs", "1000", "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background
+    # job's children start with Ctrl-C ignored, and Python then keeps it so
     assert train.stdout.readline().startswith("epoch   1 ")
     train.send_signal(signal.SIGINT)
     stdout, stderr = train.communicate(timeout=60)

@@ -224,6 +224,17 @@ def test_tang_poems_rebuilt_from_raw_match_pinned_hash(tmp_path):
     assert leftovers(tmp_path) == ["poems.txt"]
 
 
+def test_missing_tang_poems_name_every_way_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "default_data_dir", lambda: tmp_path / "repo-data")  # none of the corpora there
+    with pytest.raises(download.DataNotFoundError) as info:
+        download.fetch("tang", data_dir=tmp_path, allow_download=False, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "tang/raw/poet.tang.0.json not found" in message
+    assert f"tang/poems.txt itself (sha256 {FILES['tang/poems.txt'].sha256})" in message
+    assert "tang/raw/poet.tang.json.tar.gz, the raw files packed" in message
+    assert "all 58 raw files tang/raw/poet.tang.0.json ... poet.tang.57000.json, from https://" in message
+
+
 @needs_data
 def test_ptb_counts_match_the_paper():
     from lstm_lab.data.corpus import load_corpus

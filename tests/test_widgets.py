@@ -101,3 +101,45 @@ def test_picture_html_escapes_its_text():
     page = picture_html(fig, {"x & y": 0.5}, note="<run it>")
     assert "a &lt; b" in page and "x &amp; y" in page and "&lt;run it&gt;" in page
     matplotlib.pyplot.close(fig)
+
+
+class Widget7:
+    """A widget as ipywidgets 7 makes it (Colab's): no _repr_mimebundle_, a model id, "displayed" callbacks."""
+
+    model_id = "abc123"
+
+    def __init__(self):
+        self.displayed = 0
+
+    def __repr__(self):
+        return "Widget7()"
+
+    def _handle_displayed(self):
+        self.displayed += 1  # an ipywidgets 7 `interactive` draws its first output here
+
+
+class Widget8(Widget7):
+    """A widget as ipywidgets 8 makes it: it gives its own display data."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        return {"text/plain": "Widget8()", "application/vnd.jupyter.widget-view+json":
+                {"version_major": 2, "version_minor": 0, "model_id": self.model_id}}
+
+
+@pytest.mark.parametrize("widget_class", [Widget7, Widget8])
+def test_the_live_widget_is_shown_with_ipywidgets_7_and_8(widget_class):
+    from lstm_lab.book.widgets import LiveOrPicture
+    widget = widget_class()
+    bundle = LiveOrPicture(widget, "<figure>picture</figure>")._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"] == {"version_major": 2, "version_minor": 0,
+                                                                  "model_id": "abc123"}
+    assert bundle["text/html"] == "<figure>picture</figure>"
+    assert widget.displayed == (1 if widget_class is Widget7 else 0)  # 7 draws the first plot when displayed
+
+
+def test_without_ipywidgets_the_explorer_shows_its_picture_and_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets now raises ImportError
+    bundle = gate_explorer(seq_len=20, f=0.7)._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert "pip install ipywidgets" in bundle["text/html"] and 'value="0.7" disabled' in bundle["text/html"]
+    matplotlib.pyplot.close("all")

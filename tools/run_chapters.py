@@ -6,7 +6,9 @@
 
 Each notebook runs in a fresh IPython kernel (nbclient starts it directly: no Jupyter server, no browser),
 in its own folder as the book build does.  Cells tagged `raises-exception` may raise; any other error stops
-that notebook and is recorded with the cell it came from, and the next notebook runs.  The JSON holds, per
+that notebook and is recorded with the cell it came from, and the next notebook runs.  An error a cell shows
+without stopping -- a display formatter's exception (a widget that cannot draw itself), which leaves the cell's
+status "ok" -- fails the notebook too ("error output") unless the cell is tagged `raises-exception`.  The JSON holds, per
 notebook, the status, the wall time, the device line the setup cell printed, and where, when and from which
 commit it ran; `--update` re-runs some notebooks and keeps the other rows of an earlier record.  Needs
 nbclient and ipykernel: `pip install nbclient ipykernel` (plus whatever the chapters import) is enough on a
@@ -55,6 +57,19 @@ def failing_cell(nb):
     return found
 
 
+def undeclared_error(nb):
+    """(index, first source line, "Name: value") of the first code cell with an error output that no
+    `raises-exception` tag declares, or None."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                source = cell.source.splitlines()[0] if cell.source else ""
+                return index, source, f"{output.get('ename')}: {output.get('evalue')}"[:500]
+    return None
+
+
 def execute(path, timeout, kernel_name="python3"):
     """Run one notebook in a fresh kernel; returns (executed notebook, record dict)."""
     nb = nbformat.read(path, as_version=4)
@@ -68,7 +83,10 @@ def execute(path, timeout, kernel_name="python3"):
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # without the terminal colours
         error = text.splitlines()[-1][:500] if text else type(exc).__name__
     seconds = time.perf_counter() - start
-    cell, source = failing_cell(nb) if status != "ok" else (None, None)  # an ok run's errors were expected ones
+    cell, source = failing_cell(nb) if status != "ok" else (None, None)
+    shown = undeclared_error(nb) if status == "ok" else None  # an error shown by a cell that went on
+    if shown:
+        status, (cell, source, error) = "error output", shown
     record = {"notebook": str(path.relative_to(REPO)), "status": status, "seconds": round(seconds, 1),
               "setup_line": first_output_line(nb), "error": error, "error_cell": cell, "error_cell_source": source}
     return nb, record

@@ -9,7 +9,8 @@ static figure, for readers of the rendered book, where no kernel runs the slider
 A page with no kernel cannot run a widget, so `gate_explorer` returns a `LiveOrPicture`: Jupyter and
 Colab show the live sliders, and a page that does not render widgets (the book sets this in
 `_config.yml`, `nb_mime_priority_overrides`) shows a picture of the starting setting and says how to
-run it live.  Introduced in chapter 1.
+run it live.  It works with ipywidgets 7 (Colab's, whose front end does not render 8) and 8 (JupyterLab's),
+and without ipywidgets it shows the picture with a one-line hint.  Introduced in chapter 1.
 """
 import base64
 import html
@@ -21,7 +22,7 @@ import numpy as np
 
 from lstm_lab.book.plots import plot_memory_trace
 
-__all__ = ["write_pulse", "memory_trace", "half_life", "memory_grid", "picture_html", "gate_explorer"]
+__all__ = ["write_pulse", "memory_trace", "half_life", "memory_grid", "picture_html", "widget_bundle", "gate_explorer"]
 
 
 def write_pulse(seq_len, start=5, length=5, value=1.0):
@@ -100,6 +101,8 @@ def explorer_figure(g, f, i, o, y_range):
 RUN_IT_LIVE = ("The sliders need a running Python kernel, which this page does not have, so this is a picture "
                "of their starting setting. To move them, open the chapter on Colab (rocket icon at the top "
                "of the page, then Colab) or in Jupyter, and run its cells.")
+NO_IPYWIDGETS = ("The sliders need ipywidgets, which this Python does not have, so this is a picture of their "
+                 "starting setting: run pip install ipywidgets, restart the kernel and run this cell again.")
 
 
 def picture_html(fig, sliders, note=RUN_IT_LIVE):
@@ -124,15 +127,32 @@ class LiveOrPicture:
 
     Jupyter and Colab rank the widget's mime type first and show the live widget; a page with no
     kernel (the rendered book drops the widget mime type) shows `picture`, an HTML string.
-    `widget` is the ipywidgets object.  Introduced in chapter 1."""
+    `widget` is the ipywidgets object, or None where ipywidgets is missing (then only the picture
+    shows).  Introduced in chapter 1."""
 
     def __init__(self, widget, picture):
         self.widget, self.picture = widget, picture
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle = widget_bundle(self.widget) if self.widget is not None else {"text/plain": "(a picture)"}
         bundle["text/html"] = self.picture  # what a reader without a kernel sees
         return bundle
+
+
+def widget_bundle(widget):
+    """The display data of an ipywidgets widget, {"text/plain", "application/vnd.jupyter.widget-view+json"},
+    with ipywidgets 8 or 7.
+
+    ipywidgets 8 has `_repr_mimebundle_`.  ipywidgets 7 (Colab's) has none: it displays itself
+    (`_ipython_display_`) with the same data and then runs its "displayed" callbacks, which draw an
+    `interactive`'s first output; both are done here.  Introduced in chapter 1."""
+    if hasattr(widget, "_repr_mimebundle_"):
+        return dict(widget._repr_mimebundle_() or {})
+    bundle = {"text/plain": repr(widget)[:110],
+              "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                           "model_id": widget.model_id}}
+    widget._handle_displayed()
+    return bundle
 
 
 def gate_explorer(seq_len=60, g=None, f=0.9, i=0.5, o=1.0):
@@ -140,14 +160,22 @@ def gate_explorer(seq_len=60, g=None, f=0.9, i=0.5, o=1.0):
 
     g: (seq_len,) candidate sequence (default: `write_pulse(seq_len)`).  Returns a `LiveOrPicture`
     (the ipywidgets container is its `.widget`); display it (or leave it as the last expression of a
-    cell).  Where no kernel runs, it shows a picture of the starting setting and how to run it live.
-    Needs ipywidgets.  Introduced in chapter 1."""
-    import ipywidgets as widgets  # lazy: only the explorer needs ipywidgets
-    from IPython.display import display
-
+    cell).  Where no kernel runs, it shows a picture of the starting setting and how to run it live;
+    without ipywidgets (7 or 8), the picture and how to install it.  Introduced in chapter 1."""
     g = write_pulse(seq_len) if g is None else np.asarray(g, dtype=float)
     reach = max(1.0, float(np.abs(g).sum()))  # no gate setting can push |c_t| beyond this
     y_range = (-reach - 0.1 if g.min() < 0 else -0.1, reach + 0.1)
+    fig = explorer_figure(g, f, i, o, y_range)
+    sliders = {"forget f": f, "input i": i, "output o": o}
+    try:
+        import ipywidgets as widgets  # lazy: only the explorer needs ipywidgets
+    except ImportError:
+        picture = picture_html(fig, sliders, note=NO_IPYWIDGETS)
+        plt.close(fig)
+        return LiveOrPicture(None, picture)
+    from IPython.display import display
+    picture = picture_html(fig, sliders)
+    plt.close(fig)
 
     def draw(f, i, o):
         fig = explorer_figure(g, f, i, o, y_range)
@@ -157,7 +185,4 @@ def gate_explorer(seq_len=60, g=None, f=0.9, i=0.5, o=1.0):
     slider = lambda value, name: widgets.FloatSlider(value=value, min=0.0, max=1.0, step=0.01,
                                                      description=name, continuous_update=False)
     live = widgets.interactive(draw, f=slider(f, "forget f"), i=slider(i, "input i"), o=slider(o, "output o"))
-    fig = explorer_figure(g, f, i, o, y_range)
-    picture = picture_html(fig, {"forget f": f, "input i": i, "output o": o})
-    plt.close(fig)
     return LiveOrPicture(live, picture)

@@ -222,8 +222,21 @@ def tang_raw_texts(dirs, download_dir, allow_download=True, progress=True):
 
 
 def build_tang_poems(dirs, download_dir, spec, allow_download=True, progress=True):
-    """Derive tang/poems.txt from the raw JSON into `download_dir`, atomically, and check its sha256.  Chapter 6."""
-    lines = derive_tang_poems(tang_raw_texts(dirs, download_dir, allow_download, progress))
+    """Derive tang/poems.txt from the raw JSON into `download_dir`, atomically, and check its sha256.
+
+    A raw file that is missing and cannot be downloaded raises DataNotFoundError naming every way to provide the
+    poems: tang/poems.txt itself, the tarball of the raw files, or all 58 raw files.  Chapter 6."""
+    try:
+        texts = tang_raw_texts(dirs, download_dir, allow_download, progress)
+    except DataNotFoundError as error:
+        raws = tang_raw_specs()
+        raise DataNotFoundError(
+            f"the Tang poems are missing: {error} The poems can be given in any of three ways, in "
+            f"{' or '.join(map(str, dirs))}: {spec.path} itself (sha256 {spec.sha256}); {TANG_TARBALL}, the raw "
+            f"files packed (sha256 {FILES[TANG_TARBALL].sha256}); or all {len(raws)} raw files {raws[0].path} ... "
+            f"{Path(raws[-1].path).name}, from {raws[0].url.rsplit('/', 1)[0]}/ (each one's sha256 is in "
+            "lstm_lab/data/manifest.py).") from None
+    lines = derive_tang_poems(texts)
     payload = "".join(line + "\n" for line in lines).encode("utf-8")
     dest = Path(download_dir) / spec.path
     return write_atomically(dest, lambda f: f.write(payload), check=lambda tmp: check_file(tmp, spec, dest))
