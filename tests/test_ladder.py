@@ -259,7 +259,11 @@ def test_build_cpp_removes_the_lock_a_killed_build_left_and_keys_its_folder_by_s
     source.write_text("// another version\n")
     other = Path(ladder_module.build_cpp("cell", source, ["-O3"])["build_directory"])
     flags = Path(ladder_module.build_cpp("cell", source, ["-O2"])["build_directory"])
-    assert len({folder, other, flags}) == 3  # an edited source or other flags never reuse a build
+    checkout = tmp_path / "another-checkout"
+    checkout.mkdir()
+    (checkout / "cell.cpp").write_text(source.read_text())
+    moved = Path(ladder_module.build_cpp("cell", checkout / "cell.cpp", ["-O3"])["build_directory"])
+    assert len({folder, other, flags, moved}) == 4  # an edited source, other flags or another checkout: its own
 
 
 TINY_SOURCE = """#include <Python.h>

@@ -275,16 +275,17 @@ def build_cpp(name, source, flags):
     """Build (or load the earlier build of) the C++ file `source` as a Python module, safely shared between
     processes and checkouts.  Chapter 3.
 
-    The build folder is torch's for `name` plus a hash of the source, the flags, the machine and torch's
-    version, so an edited source or another kind of machine never reuses a stale build.  One process builds
-    at a time: the others wait (saying so) on a file lock the operating system releases when its holder ends,
-    however it ends.  torch's own lock file, which a builder killed mid-build leaves behind (and which makes
+    The build folder is torch's for `name` plus a hash of the source and where it is, the flags, the machine
+    and torch's version, so an edited source or another kind of machine never reuses a stale build, and two
+    checkouts do not rebuild each other's (torch's build file names the source's path, and a build from another
+    path starts again).  One process builds at a time: the others wait (saying so) on a file lock the operating
+    system releases when its holder ends, however it ends.  torch's own lock file, which a builder killed mid-build leaves behind (and which makes
     every later `cpp_extension.load` wait forever), is removed once we hold our lock, since no builder can be
     using it then.  The sha256 of every library built is recorded beside it, and a library that does not match
     its record (truncated by a full disk or a killed copy: loading it would end the process with a bus error) is
     rebuilt, saying so."""
-    key = hashlib.sha256(Path(source).read_bytes() + " ".join(flags).encode() + platform.machine().encode()
-                         + torch.__version__.encode()).hexdigest()[:12]
+    key = hashlib.sha256(Path(source).read_bytes() + str(Path(source).resolve()).encode() + " ".join(flags).encode()
+                         + platform.machine().encode() + torch.__version__.encode()).hexdigest()[:12]
     folder = Path(cpp_extension._get_build_directory(f"{name}_{key}", verbose=False))  # torch's folder for it
     library = folder / f"{name}_{key}{'.pyd' if os.name == 'nt' else '.so'}"  # what torch's build makes
     record = folder / "built.sha256"  # the sha256 of the library as it was built
