@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 __all__ = ["InputError", "RNN_CHOICES", "LEVEL_CHOICES", "PRESETS", "MAX_LR", "MAX_EPOCHS", "ModelConfig",
-           "TrainConfig", "check_choice", "check_lr", "preset", "config_from_dict"]
+           "TrainConfig", "whole_number", "check_choice", "check_lr", "preset", "config_from_dict"]
 
 RNN_CHOICES = ("lab", "torch")  # lstm_lab.LSTM (this book's) or torch.nn.LSTM (cuDNN on a GPU)
 SCHEDULE_CHOICES = ("zaremba", "plateau", "constant")
@@ -45,7 +45,7 @@ class ModelConfig:
         sizes = {"vocab_size": self.vocab_size, "embed_size": self.embed_size, "hidden_size": self.hidden_size,
                  "num_layers": self.num_layers}
         for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not whole_number(value):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         if min(sizes.values()) < 1:
             raise ValueError(f"vocab_size, embed_size, hidden_size and num_layers must be positive: {self}")
@@ -96,6 +96,12 @@ class TrainConfig:
         check_lr(self.lr)
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"need 0 < lr_decay <= 1, got lr_decay={self.lr_decay}")
+
+
+def whole_number(value):
+    """Whether `value` is an int and not a bool (True is an int to Python, but never a count or an id).
+    Chapter 6."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_lr(lr):

@@ -7,6 +7,7 @@ import numbers
 
 import torch
 
+from lstm_lab.config import whole_number
 from lstm_lab.data.corpus import Vocab
 
 __all__ = ["sample_next", "generate"]
@@ -25,7 +26,7 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None, banned=()):
     if not isinstance(logits, torch.Tensor) or logits.dim() != 1 or logits.numel() == 0:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a 1-D tensor of one score per token (V,), got {got}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+    if top_k is not None and not whole_number(top_k):
         raise TypeError(f"top_k must be an int (or None), got {top_k!r}")
     logits = logits.float()  # (V,)
     if torch.isnan(logits).any() or torch.isposinf(logits).any():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lstm_lab.cells import check_sizes
-from lstm_lab.config import ModelConfig
+from lstm_lab.config import ModelConfig, whole_number
 from lstm_lab.init import init_uniform_all_
 from lstm_lab.lstm import LSTM, check_dropout
 
@@ -126,7 +126,7 @@ def check_token_ids(ids, vocab_size, what="token ids", dims=None):
 def check_pad_id(pad_id, vocab_size):
     """Raise ValueError unless `pad_id` is an id of a vocabulary of `vocab_size` (nn.Embedding's padding_idx).
     Chapters 8 and 9."""
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < vocab_size:
+    if not whole_number(pad_id) or not 0 <= pad_id < vocab_size:
         raise ValueError(f"pad_id must be an id of the vocabulary, 0 to {vocab_size - 1}, got {pad_id!r}")
 
 

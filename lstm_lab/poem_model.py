@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_lab.cells import check_sizes
+from lstm_lab.config import whole_number
 from lstm_lab.data.corpus import BOS, PAD, Vocab
 from lstm_lab.data.poems import FORMS, PUNCTUATION, is_han, pad_batch, pad_fixed, poem_slots
 from lstm_lab.generate import sample_next
@@ -29,7 +30,7 @@ def masked_nll(logits, targets, pad_id, how="ignore_index"):
     ValueError, where `checkable` (cross_entropy itself would return nan).  Chapter 8."""
     if how not in ("ignore_index", "mask"):
         raise ValueError(f"how must be 'ignore_index' or 'mask', got {how!r}")
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
+    if not whole_number(pad_id):
         raise TypeError(f"pad_id must be the id of <pad>, an int, got {pad_id!r}")
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"expected logits (T, B, V) and targets (T, B), got {tuple(logits.shape)} and "
@@ -183,7 +184,7 @@ def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperatu
                         f"{type(model).__name__} and {type(vocab).__name__}")
     slots = poem_slots(form)
     forced = forced_characters(form, first, prompt, acrostic, vocab)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+    if not whole_number(seed) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
     model.eval()
     device = next(model.parameters()).device

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import torch
 
+from lstm_lab.config import whole_number
+
 __all__ = ["pick_device", "check_device", "seed_everything", "amp_dtype", "autocast", "grad_scaler",
            "capture_cuda_graph", "setup"]
 
@@ -96,7 +98,7 @@ def capture_cuda_graph(fn, warmup=3, before_capture=None):
     Needs a CUDA GPU (RuntimeError otherwise).  Chapters 3 (the GPU ladder) and 7 (a graphed training step)."""
     if not callable(fn) or (before_capture is not None and not callable(before_capture)):
         raise TypeError("capture_cuda_graph needs fn, and before_capture if given, to be callables")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+    if not whole_number(warmup) or warmup < 1:
         raise ValueError(f"warmup must be a positive number of calls before the capture, got {warmup!r}")
     if not torch.cuda.is_available():
         raise RuntimeError("capturing a CUDA graph needs a CUDA GPU, and this machine has none: call fn eagerly")

@@ -24,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lstm_lab.cells import LSTMCell
 from lstm_lab.lstm import LSTM
 from lstm_lab.cells import check_sizes
+from lstm_lab.config import whole_number
 from lstm_lab.model import check_lengths, check_pad_id, check_token_ids
 
 __all__ = ["SCORES", "check_beam", "check_decoding", "Encoder", "LuongAttention", "Decoder", "Seq2Seq", "greedy_decode",
@@ -62,16 +63,16 @@ def check_decoding(model, src, lengths, bos_id, eos_id, max_len):
     check_lengths(lengths, src)
     outputs = model.decoder.W_s.out_features
     for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < outputs:
+        if not whole_number(value) or not 0 <= value < outputs:
             raise ValueError(f"{name} must be an id of the {outputs} output symbols (0 to {outputs - 1}), got {value!r}")
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+    if not whole_number(max_len) or max_len < 1:
         raise ValueError(f"max_len must be a whole number of steps, 1 or more, got {max_len!r}")
 
 
 def check_beam(beam, vocab_size):
     """Raise ValueError unless `beam` is a width a search over `vocab_size` output symbols can keep: 1 (greedy) to
     vocab_size.  Chapter 9."""
-    if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= vocab_size:
+    if not whole_number(beam) or not 1 <= beam <= vocab_size:
         raise ValueError(f"beam must be a whole number from 1 (greedy) to the {vocab_size} output symbols, "
                          f"got {beam!r}")
 

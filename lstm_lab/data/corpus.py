@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.config import InputError
+from lstm_lab.config import InputError, whole_number
 from lstm_lab.data.download import CORPORA, DataNotFoundError, fetch, files_sha256, text_files
 
 __all__ = ["PAD", "BOS", "EOS", "UNK", "SPECIAL_TOKENS", "hash_split", "Vocab", "word_tokens", "char_tokens", "Corpus",
@@ -202,7 +202,7 @@ def load_corpus(name, level="word", data_dir=None, allow_download=True, progress
     split, a max_vocab that keeps nothing but special tokens; DataNotFoundError for a
     name that is neither registered nor a path, or a folder without .txt files.  Introduced in chapter 6."""
     tokenize = tokenizer(level)
-    if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(max_vocab, int)):
+    if max_vocab is not None and not whole_number(max_vocab):
         raise TypeError(f"max_vocab must be an int (or None: every token), got {max_vocab!r}")
     if max_vocab is not None and max_vocab < 2:
         raise ValueError(f"max_vocab must be at least 2 (a token and <unk>), got {max_vocab}")

@@ -18,7 +18,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from lstm_lab.config import InputError
+from lstm_lab.config import InputError, whole_number
 from lstm_lab.data.corpus import BOS, EOS, PAD, UNK, Vocab, hash_split
 from lstm_lab.data.download import fetch
 
@@ -93,7 +93,7 @@ def batches(poems, batch_size, generator=None, bucket=True):
     """Lists of poems, `batch_size` each (the last may be smaller).  bucket=True sorts the poems by length
     inside chunks of 50 batches, so a batch holds poems of similar length and little padding; the order of
     the chunks and of the batches is shuffled by `generator` (None: corpus order).  Chapters 3, 4, 6, 7, 8 and 9."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not whole_number(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number of poems, 1 or more, got {batch_size!r}")
     if not isinstance(poems, (list, tuple)) or not all(isinstance(poem, str) for poem in poems):
         raise TypeError(f"poems must be a list of str, got {type(poems).__name__}")
