@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 __all__ = ["InputError", "RNN_CHOICES", "LEVEL_CHOICES", "PRESETS", "MAX_LR", "MAX_EPOCHS", "ModelConfig",
-           "TrainConfig", "whole_number", "check_choice", "check_lr", "preset", "config_from_dict"]
+           "TrainConfig", "whole_number", "check_choice", "check_epochs", "check_lr", "preset", "config_from_dict"]
 
 RNN_CHOICES = ("lab", "torch")  # lstm_lab.LSTM (this book's) or torch.nn.LSTM (cuDNN on a GPU)
 SCHEDULE_CHOICES = ("zaremba", "plateau", "constant")
@@ -91,8 +91,7 @@ class TrainConfig:
             check_choice("amp", self.amp, AMP_CHOICES)
         if min(self.batch_size, self.seq_len, self.eval_batch_size, self.test_batch_size, self.epochs) < 1:
             raise ValueError(f"batch sizes, seq_len and epochs must be positive: {self}")
-        if self.epochs > MAX_EPOCHS:
-            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
+        check_epochs(self.epochs)
         check_lr(self.lr)
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"need 0 < lr_decay <= 1, got lr_decay={self.lr_decay}")
@@ -102,6 +101,12 @@ def whole_number(value):
     """Whether `value` is an int and not a bool (True is an int to Python, but never a count or an id).
     Chapter 6."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_epochs(epochs):
+    """Raise ValueError unless `epochs` is at most MAX_EPOCHS.  Chapter 6."""
+    if epochs > MAX_EPOCHS:
+        raise ValueError(f"epochs must be at most {MAX_EPOCHS:,}, got {epochs}")
 
 
 def check_lr(lr):

@@ -11,8 +11,8 @@ from lstm_lab.config import ModelConfig, whole_number
 from lstm_lab.init import init_uniform_all_
 from lstm_lab.lstm import LSTM, check_dropout
 
-__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "checkable", "check_token_ids", "check_pad_id", "check_lengths", "detach_state",
-           "count_parameters"]
+__all__ = ["TiedLayersLSTM", "make_rnn", "LanguageModel", "checkable", "check_token_ids", "check_pad_id",
+           "check_lengths", "detach_state", "count_parameters"]
 
 
 class TiedLayersLSTM(nn.Module):

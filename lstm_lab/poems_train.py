@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lstm_lab.config import MAX_EPOCHS, InputError, check_lr
+from lstm_lab.config import InputError, check_epochs, check_lr
 from lstm_lab.data.corpus import PAD, Vocab
 from lstm_lab.data.poems import FORMS, batches, check_form, load_poems, pad_batch, poem_form, poem_vocab
 from lstm_lab.distributed import SINGLE
@@ -60,8 +60,7 @@ class PoemsConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         check_lr(self.lr)
-        if self.epochs > MAX_EPOCHS:
-            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
+        check_epochs(self.epochs)
         if self.forms and not self.form_names():
             raise ValueError(f"forms {self.forms!r} names no form: expected e.g. 5x4 or 5x4,7x4")
         for form in self.form_names():

@@ -20,7 +20,6 @@ killed (see `RunRecorder.epoch_done`), and a resumed run ends exactly as an unin
 """
 import datetime
 import json
-import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -208,12 +207,10 @@ class RunRecorder:
 def divergence(history):
     """Why a run stopped early because it diverged ("diverged at epoch 3: valid_ppl inf"), or None if it did not:
     only the last epoch can have diverged (`lstm_lab.train.fit` stops there)."""
-    if not history or not diverged(history[-1]):
+    numbers = diverged(history[-1]) if history else {}
+    if not numbers:
         return None
-    last = history[-1]
-    numbers = ", ".join(f"{name} {value}" for name, value in last.items() if name.startswith("valid")
-                        and isinstance(value, (int, float)) and not math.isfinite(value))
-    return f"diverged at epoch {last['epoch']}: {numbers}"
+    return f"diverged at epoch {history[-1]['epoch']}: {', '.join(f'{k} {v}' for k, v in numbers.items())}"
 
 
 def read_json(path):

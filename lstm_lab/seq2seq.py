@@ -64,7 +64,8 @@ def check_decoding(model, src, lengths, bos_id, eos_id, max_len):
     outputs = model.decoder.W_s.out_features
     for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
         if not whole_number(value) or not 0 <= value < outputs:
-            raise ValueError(f"{name} must be an id of the {outputs} output symbols (0 to {outputs - 1}), got {value!r}")
+            raise ValueError(f"{name} must be an id of the {outputs} output symbols (0 to {outputs - 1}), "
+                             f"got {value!r}")
     if not whole_number(max_len) or max_len < 1:
         raise ValueError(f"max_len must be a whole number of steps, 1 or more, got {max_len!r}")
 

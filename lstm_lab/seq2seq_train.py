@@ -19,7 +19,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.config import MAX_EPOCHS, check_lr
+from lstm_lab.config import check_epochs, check_lr
 from lstm_lab.data.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.runs import open_run, train_in_folder, train_run
@@ -55,8 +55,9 @@ class DatesConfig:
             raise ValueError(f"unknown score {self.score!r}; choose one of: {', '.join(SCORES + ('none',))}")
         if min(self.embed_size, self.hidden_size, self.train_size, self.epochs, self.batch_size) < 1:
             raise ValueError(f"sizes, epochs and batch_size must be positive: {self}")
-        if self.epochs > MAX_EPOCHS or self.train_size > MAX_EXAMPLES:
-            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} and train_size at most {MAX_EXAMPLES:,}: {self}")
+        check_epochs(self.epochs)
+        if self.train_size > MAX_EXAMPLES:
+            raise ValueError(f"train_size must be at most {MAX_EXAMPLES:,}, got {self.train_size}")
         check_lr(self.lr)
 
 

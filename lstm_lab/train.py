@@ -130,10 +130,11 @@ def best_epoch(history):
 
 
 def diverged(record):
-    """Whether an epoch's record shows a diverged run: a validation number (a name starting "valid") that is not
-    finite -- NaN, or a perplexity past what a float holds.  No later epoch can recover from it.  Chapter 6."""
-    return any(not math.isfinite(value) for name, value in record.items()
-               if name.startswith("valid") and isinstance(value, (int, float)))
+    """The validation numbers (names starting "valid") of an epoch's record that are not finite -- NaN, or a
+    perplexity past what a float holds -- as a dict: empty (false) unless the run diverged there.  No later epoch
+    can recover from it.  Chapter 6."""
+    return {name: value for name, value in record.items()
+            if name.startswith("valid") and isinstance(value, (int, float)) and not math.isfinite(value)}
 
 
 def fit(model, task, optimizer, run_state, epochs, patience=0, on_epoch=None, scaler=None, progress=False):
