@@ -23,11 +23,34 @@ import torch.nn.functional as F
 
 from lstm_lab.init import init_uniform_
 
-__all__ = ["GATES", "cell_update", "check_sizes", "check_state_pair", "check_same_device_dtype", "autocast_dtype_for",
+__all__ = ["GATES", "LSTMInputError", "fx_leaf", "cell_update", "check_sizes", "check_state_pair", "check_same_device_dtype", "autocast_dtype_for",
            "LSTMCell", "GateLSTMCell", "fused_to_concat", "concat_to_fused", "ConcatLSTMCell", "unroll",
            "tf_basic_lstm_step", "from_tf_basic_lstm"]
 
 GATES = ("i", "f", "g", "o")  # PyTorch's gate order along the 4H axis
+
+
+class LSTMInputError(ValueError, RuntimeError):
+    """An input or state an LSTM cannot take: its shape, size, device or dtype.  A ValueError, which it is, and
+    a RuntimeError, which is what nn.LSTM and nn.LSTMCell raise for most of these (ValueError for the rest),
+    so code written to catch either catches it.  Chapter 1."""
+
+
+def fx_leaf(module, input, hx):
+    """If torch.fx is tracing this call (`input` is an fx Proxy): the Proxy of one call_module node for it, as fx
+    records nn.LSTM and nn.LSTMCell, the "leaf" modules of torch.nn it never traces into.  Otherwise None.
+
+    fx runs forward with Proxies in place of tensors, and our forward needs real sizes for its checks and its
+    loop over time steps; the node instead calls the module when the traced graph runs, at any length.
+    Chapter 3."""
+    if not isinstance(input, torch.fx.Proxy):
+        return None
+    tracer = input.tracer
+    path = tracer.path_of_module(module)
+    if not path:  # the module is the root: a graph that calls itself would never end
+        raise torch.fx.proxy.TraceError(f"torch.fx can trace a model that holds a {type(module).__name__}, not "
+                                        f"the {type(module).__name__} itself (nor can it trace torch.nn's)")
+    return tracer.create_proxy("call_module", path, (input, hx), {})
 
 
 def cell_update(gates, c):
@@ -43,17 +66,17 @@ def cell_update(gates, c):
 
 
 def check_cell_input(x, hx, input_size, hidden_size):
-    """Raise a ValueError naming what was expected if `x` or `hx` has a shape that cannot feed an LSTM cell.
+    """Raise an LSTMInputError naming what was expected if `x` or `hx` has a shape that cannot feed an LSTM cell.
 
     x: (B, I) or (I,);  hx: None or a pair (h, c), each shaped like x but with H features.  Devices and
     dtypes are checked after autocast has had its say (`_Cell.forward`).  Introduced in chapter 1."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"LSTM cell input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (1, 2):
-        raise ValueError(f"LSTM cell input must be 2-D (batch_size, input_size) or 1-D (input_size,), "
+        raise LSTMInputError(f"LSTM cell input must be 2-D (batch_size, input_size) or 1-D (input_size,), "
                          f"got {x.dim()}-D input of shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
-        raise ValueError(f"LSTM cell input must have input_size={input_size} features in its last "
+        raise LSTMInputError(f"LSTM cell input must have input_size={input_size} features in its last "
                          f"dimension, got shape {tuple(x.shape)}")
     if hx is None:
         return
@@ -61,7 +84,7 @@ def check_cell_input(x, hx, input_size, hidden_size):
     expected = tuple(x.shape[:-1]) + (hidden_size,)
     for name, state in zip(("h", "c"), hx):
         if tuple(state.shape) != expected:
-            raise ValueError(f"LSTM cell state {name} must have shape {expected} "
+            raise LSTMInputError(f"LSTM cell state {name} must have shape {expected} "
                              f"(batch_size, hidden_size), got {tuple(state.shape)}")
 
 
@@ -76,18 +99,18 @@ def check_sizes(**sizes):
 
 
 def check_state_pair(hx, what, names):
-    """Raise ValueError unless `hx` is a pair (a tuple or list of two), TypeError unless both are tensors (a None
+    """Raise LSTMInputError unless `hx` is a pair (a tuple or list of two), TypeError unless both are tensors (a None
     or a numpy array in it would otherwise end in an AttributeError deep inside).  what: "LSTM state", names:
     "h_0, c_0".  Chapter 1."""
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-        raise ValueError(f"{what} must be a pair ({names}) of tensors, got {type(hx).__name__}")
+        raise LSTMInputError(f"{what} must be a pair ({names}) of tensors, got {type(hx).__name__}")
     if not all(isinstance(state, torch.Tensor) for state in hx):
         raise TypeError(f"{what} must be a pair ({names}) of tensors, got ({type(hx[0]).__name__}, "
                         f"{type(hx[1]).__name__})")
 
 
 def check_same_device_dtype(tensors, reference=None):
-    """Raise a ValueError if the named tensors do not all share one device and one dtype.
+    """Raise an LSTMInputError if the named tensors do not all share one device and one dtype.
 
     tensors: dict name -> tensor; reference: optional (device, dtype, what) the tensors must match,
     e.g. the module's weights.  Introduced in chapter 1."""
@@ -95,10 +118,10 @@ def check_same_device_dtype(tensors, reference=None):
     device, dtype, what = reference or (items[0][1].device, items[0][1].dtype, items[0][0])
     for name, t in items:
         if t.device != device:
-            raise ValueError(f"{name} is on {t.device}, expected {device} to match {what}: "
+            raise LSTMInputError(f"{name} is on {t.device}, expected {device} to match {what}: "
                              f"move both to one device, e.g. with .to({str(device)!r})")
         if t.dtype != dtype:
-            raise ValueError(f"{name} has dtype {t.dtype}, expected {dtype} to match {what}: "
+            raise LSTMInputError(f"{name} has dtype {t.dtype}, expected {dtype} to match {what}: "
                              f"convert one, e.g. with .to({dtype})")
 
 
@@ -137,22 +160,25 @@ def _as_batch(x, hx, hidden_size):
 
 
 class _Cell(nn.Module):
-    """What every cell shares: sizes, input checks, batching.  Subclasses define `step(x, h, c)`."""
+    """What every cell shares: input checks, batching, autocast, torch.fx.  Subclasses have input_size,
+    hidden_size and bias, and define `step(x, h, c)`."""
 
-    def __init__(self, input_size, hidden_size, bias=True):
-        super().__init__()
+    def _set_sizes(self, input_size, hidden_size, bias):
         check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
 
     def reset_parameters(self):
         init_uniform_(self.parameters(), self.hidden_size)
 
-    def forward(self, x, hx=None):
-        """x: (B, I) or (I,);  hx: (h, c) each (B, H) or (H,), zeros if None.  Returns (h, c).
+    def forward(self, input, hx=None):
+        """input: (B, I) or (I,);  hx: (h, c) each (B, H) or (H,), zeros if None.  Returns (h, c).
 
-        Under torch.autocast on CUDA, x, h and c are cast to float16 first, as nn.LSTMCell's are."""
-        check_cell_input(x, hx, self.input_size, self.hidden_size)
-        x, (h, c), unbatched = _as_batch(x, hx, self.hidden_size)
+        Under torch.autocast on CUDA, input, h and c are cast to float16 first, as nn.LSTMCell's are."""
+        fx_node = fx_leaf(self, input, hx)
+        if fx_node is not None:
+            return fx_node
+        check_cell_input(input, hx, self.input_size, self.hidden_size)
+        x, (h, c), unbatched = _as_batch(input, hx, self.hidden_size)
         dtype = cell_autocast_dtype(x.device.type)  # None unless autocast casts nn.LSTMCell
         x, h, c = (t.to(autocast_dtype_for(t.dtype, dtype)) for t in (x, h, c))
         check_same_device_dtype({"input": x, "h": h, "c": c})
@@ -163,25 +189,35 @@ class _Cell(nn.Module):
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
     def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias is True else f", bias={self.bias}")
 
 
-class LSTMCell(_Cell):
-    """Drop-in for `torch.nn.LSTMCell`: same arguments, parameter names, shapes, gate order, initialisation
-    and autocast dtypes.
+class LSTMCell(_Cell, nn.LSTMCell):
+    """`nn.LSTMCell` with its step written out: same arguments, parameter names, shapes, gate order,
+    initialisation and autocast dtypes, because it is one (a subclass that replaces `forward`).
 
     LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)
     weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,).
-    forward(x, (h, c)) -> (h, c) with x (B, I), h and c (B, H).  Introduced in chapter 1."""
+    forward(input, (h, c)) -> (h, c) with input (B, I), h and c (B, H).  Introduced in chapter 1.
+    As with `lstm_lab.LSTM` (chapter 3): isinstance(cell, nn.LSTMCell) holds; torch.fx records one node for it;
+    torch.jit.script compiles an nn.LSTMCell sharing its parameters (`to_nn`); a bad input raises an
+    `LSTMInputError`; exact-type tools (quantize_dynamic) do not see it."""
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias)
-        factory = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory))
-        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory)) if bias else None
-        self.reset_parameters()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)  # nn.LSTMCell would fail later, less clearly
+        # nn.LSTMCell makes weight_ih (4H, I), weight_hh (4H, H), bias_ih, bias_hh (4H,) and initialises them
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+
+    def to_nn(self):
+        """An `nn.LSTMCell` whose parameters are this cell's own (shared, not copied)."""
+        twin = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device="meta")
+        for name, parameter in self.named_parameters():
+            setattr(twin, name, parameter)
+        return twin.train(self.training)
+
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this cell's place: `to_nn()`."""
+        return self.to_nn()
 
     def step(self, x, h, c):
         # all four gates in two matrix multiplies: (B, I) @ (I, 4H) + (B, H) @ (H, 4H) -> (B, 4H)
@@ -196,7 +232,8 @@ class GateLSTMCell(_Cell):
     Same function as `LSTMCell`; convert with `from_fused` / `to_fused`.  Introduced in chapter 1."""
 
     def __init__(self, input_size, hidden_size, bias=True):
-        super().__init__(input_size, hidden_size, bias)
+        super().__init__()
+        self._set_sizes(input_size, hidden_size, bias)
         for gate in GATES:
             setattr(self, f"W_i{gate}", nn.Parameter(torch.empty(hidden_size, input_size)))
             setattr(self, f"W_h{gate}", nn.Parameter(torch.empty(hidden_size, hidden_size)))
@@ -272,7 +309,8 @@ class ConcatLSTMCell(_Cell):
     Same function as `LSTMCell`; convert with `from_fused` / `to_fused`.  Introduced in chapter 1."""
 
     def __init__(self, input_size, hidden_size, bias=True):
-        super().__init__(input_size, hidden_size, bias)
+        super().__init__()
+        self._set_sizes(input_size, hidden_size, bias)
         self.W = nn.Parameter(torch.empty(4 * hidden_size, hidden_size + input_size))
         self.b = nn.Parameter(torch.empty(4 * hidden_size)) if bias else None
         self.reset_parameters()
@@ -342,3 +380,6 @@ def from_tf_basic_lstm(kernel, bias, input_size, forget_bias=1.0):
     b_i, b_j, b_f, b_o = bias.chunk(4)
     b = torch.cat([b_i, b_f + forget_bias, b_j, b_o])
     return W[:, :input_size], W[:, input_size:], b, torch.zeros_like(b)
+
+
+torch.serialization.add_safe_globals([LSTMCell, GateLSTMCell, ConcatLSTMCell])  # for torch.load(weights_only=True)

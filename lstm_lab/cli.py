@@ -417,17 +417,19 @@ def add_bench(sub):
     command.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung")
     command.add_argument("--tf32", action="store_true", help="allow TF32 on GPU for every rung (default off)")
     command.add_argument("--no-graphs", action="store_true", help="on a GPU, leave out the CUDA-graph rungs")
+    command.add_argument("--shapes", nargs="*", choices=list(bench.SHAPES), default=None, metavar="SHAPE",
+                         help="instead of the ladder, the shape sweep: lstm_lab.LSTM against nn.LSTM, training and "
+                              f"inference, on these shapes (none named: all of {', '.join(bench.SHAPES)})")
 
 
 def add_throughput(sub):
     """`throughput`: chapter 7's training words per second, several ways."""
     command = add_subcommand(sub, "throughput", help="chapter 7's training words per second: nn.LSTM, the book's LSTM, "
-                                                "compiled, graphed, AMP")
+                                                "graphed, AMP")
     add_device(command)
     command.add_argument("--sizes", nargs="+", choices=throughput.SIZES, default=list(throughput.SIZES))
     command.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=10,
                          help="timed rounds (after 3 warm-up rounds)")
-    command.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
     command.add_argument("--json", type=writable_file, default=None, help="write the results here")
     command.set_defaults(threads=None)  # torch's own thread count
 
@@ -661,10 +663,16 @@ def translate_command(args, out):
 
 
 def bench_command(args, argv):
-    """`bench`: time every rung of the speed ladder, print one line per size set and rung, write --json if given."""
-    record = bench.record_bench(args.sizes, args.device, args.repeats, args.warmup, compiled=not args.no_compile,
-                                tf32=args.tf32, graphs=not args.no_graphs, argv=argv)
-    for line in bench.table_lines(record["results"]):
+    """`bench`: time every rung of the speed ladder (or, with --shapes, the two modules on each shape), print one line
+    per size set and rung (or shape), write --json if given."""
+    if args.shapes is not None:
+        record = bench.record_shapes(args.shapes, args.device, args.repeats, args.warmup, tf32=args.tf32, argv=argv)
+        lines = bench.shape_lines(record["results"])
+    else:
+        record = bench.record_bench(args.sizes, args.device, args.repeats, args.warmup, compiled=not args.no_compile,
+                                    tf32=args.tf32, graphs=not args.no_graphs, argv=argv)
+        lines = bench.table_lines(record["results"])
+    for line in lines:
         print(line, flush=True)
     if args.json:
         atomic_write_json(record, args.json)  # a failed write (a full disk) leaves the file as it was
@@ -673,7 +681,7 @@ def bench_command(args, argv):
 
 def throughput_command(args, argv):
     """`throughput`: words per second of every training-step variant, printed, and written to --json if given."""
-    record = throughput.record_throughput(args.sizes, args.device, compiled=not args.no_compile, repeats=args.repeats,
+    record = throughput.record_throughput(args.sizes, args.device, repeats=args.repeats,
                                           argv=argv)
     for line in throughput.table_lines(record["results"]):
         print(line, flush=True)

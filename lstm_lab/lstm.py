@@ -33,8 +33,8 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from lstm_lab.cells import autocast_dtype_for, cell_update, check_same_device_dtype, check_sizes, check_state_pair
-from lstm_lab.init import init_uniform_
+from lstm_lab.cells import (LSTMInputError, autocast_dtype_for, cell_update, check_same_device_dtype, check_state_pair,
+                            fx_leaf)
 
 __all__ = ["lstm_layer", "autocast_dtype", "check_dropout", "LSTM"]
 
@@ -150,58 +150,68 @@ def check_dropout(dropout, num_layers):
                       "between stacked layers", UserWarning, stacklevel=3)
 
 
-class LSTM(nn.Module):
-    """Multi-layer LSTM with `nn.LSTM`'s arguments, parameters, shapes, dropout rule and autocast dtypes.
+class LSTM(nn.LSTM):
+    """Multi-layer LSTM: `nn.LSTM` with its forward written out, step by step, in Python.
 
     LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
          bidirectional=False, proj_size=0, device=None, dtype=None)          (proj_size must stay 0)
 
-    forward(x, hx=None) -> output, (h_n, c_n), with D = 2 if bidirectional else 1:
-        x       (T, B, I), or (B, T, I) if batch_first, or unbatched (T, I), or a PackedSequence
+    forward(input, hx=None) -> output, (h_n, c_n), with D = 2 if bidirectional else 1:
+        input   (T, B, I), or (B, T, I) if batch_first, or unbatched (T, I), or a PackedSequence
         hx      (h_0, c_0), each (num_layers * D, B, H) — never batch-first, as in nn.LSTM; zeros if None.
                 For a PackedSequence, row b of hx is sequence b as the caller numbers it (before sorting).
         output  (T, B, D*H) (or (B, T, D*H) if batch_first): the top layer's h at every step, forward
-                direction in [..., :H], reverse in [..., H:]; a PackedSequence packed like x if x is one
+                direction in [..., :H], reverse in [..., H:]; a PackedSequence packed like input if it is one
         h_n, c_n (num_layers * D, B, H): each layer's final state, ordered layer 0 forward, layer 0 reverse,
                 layer 1 forward, ...; for packed input, each sequence's state after its own last step
                 (its step 0 for the reverse direction), rows in the caller's order.
     Layer k > 0 reads the concatenation of both directions of layer k - 1.  Dropout is applied to each
     layer's output except the last, as in nn.LSTM.  Under torch.autocast the output and state come back in
     the dtype nn.LSTM returns (see `autocast_dtype`).  Introduced in chapter 1.
+
+    How it relates to nn.LSTM (chapter 3): it *is* one, a subclass that replaces only `forward`.  So
+    `isinstance(m, nn.LSTM)` and `isinstance(m, nn.RNNBase)` hold, and everything else is nn.LSTM's own:
+    the constructor and its argument checks, the parameters (names, shapes, order, initialisation),
+    `flatten_parameters`, `_flat_weights`, `_all_weights`, `all_weights`, `mode`, `repr`, and pickling (the
+    class is registered with `torch.serialization.add_safe_globals`, so `torch.load(weights_only=True)`
+    reads a whole saved model that holds one).  Where our forward cannot be used, it is not:
+        torch.jit.trace, torch.export, ONNX export, torch.compile with allow_rnn   nn.LSTM's forward
+            (a Python loop over time steps would be recorded step by step: one graph per sequence length)
+        torch.jit.script   an nn.LSTM sharing these parameters (`to_nn`); PyTorch puts it in the scripted
+            model's place, in the eager model too (TorchScript cannot read this forward)
+        torch.fx           one call_module node, as for nn.LSTM (fx does not trace into torch.nn modules)
+        torch.compile      as for nn.LSTM, Dynamo does not trace it (a graph break) and it runs eagerly
+    What differs, on purpose:
+        - errors for a bad input or state are `LSTMInputError`s with a message that says what was expected:
+          a ValueError that is also a RuntimeError (nn.LSTM raises one or the other, case by case);
+        - no projections: proj_size must be 0;
+        - exact-type tools do not see it: `torch.ao.quantization.quantize_dynamic` matches `type(m) is
+          nn.LSTM` and leaves this module in float without a word; quantize `to_nn()`'s module instead.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
-        super().__init__()
-        check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        check_dropout(dropout, num_layers)
         if proj_size != 0:
             raise ValueError(f"lstm_lab.LSTM has no projections: proj_size must be 0, got {proj_size} "
                              "(use torch.nn.LSTM for an LSTM with projections)")
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.bidirectional, self.proj_size = bidirectional, 0
-        directions = 2 if bidirectional else 1
-        factory = {"device": device, "dtype": dtype}
-        for k in range(num_layers):  # in nn.LSTM's order: layer by layer, forward before reverse
-            layer_input = input_size if k == 0 else directions * hidden_size
-            shapes = {"weight_ih": (4 * hidden_size, layer_input), "weight_hh": (4 * hidden_size, hidden_size)}
-            if bias:
-                shapes.update(bias_ih=(4 * hidden_size,), bias_hh=(4 * hidden_size,))
-            for suffix in [f"_l{k}", f"_l{k}_reverse"][:directions]:
-                for name, shape in shapes.items():
-                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
-        self.reset_parameters()
+        # nn.LSTM checks the arguments and registers the parameters in its layout (the module docstring):
+        # weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, then _reverse, layer by layer
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)
 
-    def reset_parameters(self):
-        init_uniform_(self.parameters(), self.hidden_size)
+    def to_nn(self):
+        """An `nn.LSTM` with the same arguments whose parameters are this module's own, shared, not copied:
+        training either trains both.  For tools that need nn.LSTM's exact type (quantization, TorchScript)."""
+        twin = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, bias=self.bias,
+                       batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
+                       device="meta")
+        for name in self._flat_weights_names:
+            setattr(twin, name, getattr(self, name))
+        return twin.train(self.training)
 
-    def flatten_parameters(self):
-        """Does nothing, on purpose: there is nothing to flatten.
-
-        nn.LSTM copies its weights into one contiguous buffer for cuDNN, and scripts written for it call
-        this (pytorch/examples' word_language_model among them; many at the start of every forward).  Here
-        every weight is its own tensor, used as it is, so the call only has to exist."""
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this module's place: `to_nn()` (see the class docstring)."""
+        return self.to_nn()
 
     def layer_weights(self, k, reverse=False):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k in one direction; the biases are None if bias=False."""
@@ -211,10 +221,23 @@ class LSTM(nn.Module):
             return weight_ih, weight_hh, None, None
         return weight_ih, weight_hh, getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)
 
-    def forward(self, x, hx=None):
-        if isinstance(x, PackedSequence):
-            return self._forward_packed(x, hx)
-        x, unbatched = self._check_and_batch(x)  # (T, B, I)
+    def forward(self, input, hx=None):
+        fx_node = fx_leaf(self, input, hx)
+        if fx_node is not None:
+            return fx_node
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # being recorded as a graph
+            return super().forward(input, hx)  # nn.LSTM's one op: the graph holds it for any length
+        return self.forward_step_by_step(input, hx)
+
+    @torch.compiler.disable
+    def forward_step_by_step(self, input, hx=None):
+        """The forward pass written out: every layer, direction and time step in turn (the class docstring).
+
+        torch.compile does not look inside (`torch.compiler.disable`), as it does not look inside nn.LSTM:
+        its Python loop would compile one graph per sequence length."""
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
+        x, unbatched = self._check_and_batch(input)  # (T, B, I)
         state = self._state_or_zeros(hx, x, x.shape[1], unbatched)  # 2 x (L*D, B, H)
         x, (h_0, c_0) = self._autocast_and_check(x, state, autocast_dtype(x.device.type))
         output, (h_n, c_n) = self._run_layers(x, h_0, c_0)
@@ -258,7 +281,7 @@ class LSTM(nn.Module):
 
     def _check_features(self, x):
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"LSTM input must have input_size={self.input_size} features in its last "
+            raise LSTMInputError(f"LSTM input must have input_size={self.input_size} features in its last "
                              f"dimension, got shape {tuple(x.shape)}")
 
     def _check_and_batch(self, x):
@@ -267,12 +290,12 @@ class LSTM(nn.Module):
             raise TypeError(f"LSTM input must be a torch.Tensor or a PackedSequence, got {type(x).__name__}")
         layout = "(batch_size, seq_len, input_size)" if self.batch_first else "(seq_len, batch_size, input_size)"
         if x.dim() not in (2, 3):
-            raise ValueError(f"LSTM input must be 3-D {layout} or unbatched 2-D (seq_len, input_size), "
+            raise LSTMInputError(f"LSTM input must be 3-D {layout} or unbatched 2-D (seq_len, input_size), "
                              f"got {x.dim()}-D input of shape {tuple(x.shape)}")
         self._check_features(x)
         time_dim = 1 if (x.dim() == 3 and self.batch_first) else 0
         if x.shape[time_dim] == 0:
-            raise ValueError(f"LSTM input has no time steps: shape {tuple(x.shape)}")
+            raise LSTMInputError(f"LSTM input has no time steps: shape {tuple(x.shape)}")
         unbatched = x.dim() == 2
         x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         return x, unbatched
@@ -288,7 +311,7 @@ class LSTM(nn.Module):
         layers_name = "num_layers * 2" if self.bidirectional else "num_layers"
         for name, state in zip(("h_0", "c_0"), hx):
             if tuple(state.shape) != expected:
-                raise ValueError(f"LSTM state {name} must have shape {expected} ({layers_name}, batch_size, "
+                raise LSTMInputError(f"LSTM state {name} must have shape {expected} ({layers_name}, batch_size, "
                                  f"hidden_size) — never batch-first — got {tuple(state.shape)}")
         return tuple(s.unsqueeze(1) for s in hx) if unbatched else tuple(hx)
 
@@ -301,14 +324,5 @@ class LSTM(nn.Module):
         check_same_device_dtype({"h_0": h_0, "c_0": c_0}, (x.device, x.dtype, "the input"))
         return x, (h_0, c_0)
 
-    def extra_repr(self):
-        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        return s
+
+torch.serialization.add_safe_globals([LSTM])  # torch.load(weights_only=True) may rebuild it, as it may nn.LSTM

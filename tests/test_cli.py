@@ -60,13 +60,13 @@ def test_bench_and_throughput_pass_their_checked_options_to_the_work(monkeypatch
     bench_argv = ["bench", "--sizes", "tiny", "ptb-small", "--repeats", "3", "--warmup", "1", "--device", "cpu",
                   "--no-compile", "--tf32", "--json", str(tmp_path / "new" / "bench.json")]
     assert main(bench_argv) == 0
-    throughput_argv = ["throughput", "--sizes", "zaremba-small", "--repeats", "2", "--device", "cpu", "--no-compile",
+    throughput_argv = ["throughput", "--sizes", "zaremba-small", "--repeats", "2", "--device", "cpu",
                        "--json", str(tmp_path / "throughput.json")]
     assert main(throughput_argv) == 0
     assert calls == [("bench", (["tiny", "ptb-small"], torch.device("cpu"), 3, 1),
                       {"compiled": False, "tf32": True, "graphs": True, "argv": bench_argv}),
                      ("throughput", (["zaremba-small"], torch.device("cpu")),
-                      {"compiled": False, "repeats": 2, "argv": throughput_argv})]
+                      {"repeats": 2, "argv": throughput_argv})]
     record = json.loads((tmp_path / "new" / "bench.json").read_text())
     assert record["provenance"]["command"] == "python -m lstm_lab " + " ".join(bench_argv)
     assert json.loads((tmp_path / "throughput.json").read_text())["results"] == {}

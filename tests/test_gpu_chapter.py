@@ -10,9 +10,11 @@ from lstm_lab.book.plots import plot_packed_layout
 from lstm_lab.config import ModelConfig, TrainConfig
 from lstm_lab.data.corpus import batchify, bptt_windows
 from lstm_lab.experiments.compiling import count_compilations, window_lengths
+from lstm_lab.experiments.ladder import layer_inputs
 from lstm_lab.experiments.packing import forward_backward_candidates, last_states_alone, padded_batch, run_packed
 from lstm_lab.experiments.throughput import build_variants, make_step, measure
 from lstm_lab.experiments.timing import cuda_event_ms, time_call
+from lstm_lab.lstm import lstm_layer
 from lstm_lab.model import LanguageModel
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,18 +39,19 @@ def test_time_call_waits_for_the_gpu():
     assert cuda_event_ms(work, warmup=1, repeats=3) > 0.5 * synced * 1e3
 
 
-def test_the_book_lstm_compiles_once_per_sequence_length():
-    assert count_compilations(LSTM(3, 4), [5, 5, 2, 5, 2, 7]) == [1, 1, 2, 2, 2, 3]
+def test_a_loop_over_time_compiles_once_per_sequence_length():
+    assert count_compilations(lstm_layer, [5, 5, 2, 5, 2, 7], layer_inputs()) == [1, 1, 2, 2, 2, 3]
 
 
-def test_nn_lstm_is_not_traced_by_torch_compile():
-    assert count_compilations(nn.LSTM(3, 4), [5, 2, 7]) == [0, 0, 0]
+@pytest.mark.parametrize("make", [lambda: nn.LSTM(3, 4), lambda: LSTM(3, 4)])
+def test_lstm_modules_are_not_traced_by_torch_compile(make):
+    assert count_compilations(make(), [5, 2, 7]) == [0, 0, 0]
 
 
 def test_marking_time_dynamic_names_the_specialisation():
     from torch.fx.experimental.symbolic_shapes import ConstraintViolationError
     with pytest.raises(ConstraintViolationError, match="specialized it to be a constant"):
-        count_compilations(LSTM(3, 4), [5, 2], mark_dynamic=True)
+        count_compilations(lstm_layer, [5, 2], layer_inputs(), mark_dynamic=True)
 
 
 @pytest.mark.parametrize("tokens, batch_size, seq_len", [(1000, 4, 35), (4 * 71, 4, 35), (97, 3, 5)])
@@ -133,7 +136,7 @@ def test_throughput_rows_are_words_per_second_against_nn_lstm():
 
 def test_the_throughput_command_writes_results_with_provenance(tmp_path, capsys):
     out = tmp_path / "throughput.json"
-    argv = ["throughput", "--device", "cpu", "--sizes", "zaremba-small", "--repeats", "1", "--no-compile",
+    argv = ["throughput", "--device", "cpu", "--sizes", "zaremba-small", "--repeats", "1",
             "--json", str(out)]
     assert cli.main(argv) == 0
     record = json.loads(out.read_text())

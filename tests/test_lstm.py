@@ -102,7 +102,7 @@ def test_dropout_only_between_layers():
 def test_dropout_with_one_layer_warns_like_torch():
     with pytest.warns(UserWarning, match="num_layers=1"):
         LSTM(3, 4, num_layers=1, dropout=0.5)
-    with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"dropout should be a number in range \[0, 1\]"):
         LSTM(3, 4, num_layers=2, dropout=1.5)
 
 

@@ -2,11 +2,14 @@
 
     python -m lstm_lab bench --json lstm_lab/recorded/bench-cpu.json       # the default size sets
     python -m lstm_lab bench --sizes ptb-small --repeats 5 --no-compile    # quicker
+    python -m lstm_lab bench --shapes --json lstm_lab/recorded/shapes-cpu.json   # the shape sweep
 
 All rungs run in one process on the same weights and input, timed round-robin (see
 `lstm_lab.experiments.timing`), with warm-up and, on a GPU, synchronisation and TF32 set alike for every rung.
 The result is a JSON-ready dict: provenance (device, versions, threads, commit, command, date) and,
-per size set, each rung's median time and its ratio to nn.LSTM.  The command line (`lstm_lab.cli`) checks the
+per size set, each rung's median time and its ratio to nn.LSTM.  The shape sweep (`record_shapes`) times the two
+modules themselves, `lstm_lab.LSTM` against `nn.LSTM`, training and inference, on the shapes real code uses
+(SHAPES: long thin sequences, one sentence, wide batches ...), where the ladder times rungs on PTB windows.  The command line (`lstm_lab.cli`) checks the
 options, calls `record_bench` and writes the record with `lstm_lab.checkpoint.atomic_write_json`.
 Introduced in chapter 3.
 """
@@ -19,12 +22,14 @@ import matplotlib.pyplot as plt
 import torch
 
 from lstm_lab.experiments.ladder import ladder, lstm_weights, make_problem
-from lstm_lab.experiments.timing import interleaved_times, summarize, time_call
+from lstm_lab.lstm import LSTM
+from lstm_lab.experiments.timing import interleaved_times, summarize, synchronize, time_call
 from lstm_lab.provenance import provenance
 from lstm_lab.runtime import capture_cuda_graph
 
 __all__ = ["SIZES", "REFERENCE", "forward_backward", "set_tf32", "graphed_candidates", "bench_size", "run_bench",
-           "record_bench", "sweep", "results_table", "table_lines", "plot_ladder", "plot_sweep"]
+           "record_bench", "sweep", "results_table", "table_lines", "plot_ladder", "plot_sweep", "SHAPES",
+           "module_calls", "shape_row", "record_shapes", "shape_table", "shape_lines"]
 
 SIZES = {  # named size sets; keys follow the book's glossary
     "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
@@ -35,7 +40,18 @@ SIZES = {  # named size sets; keys follow the book's glossary
 REFERENCE = "nn.LSTM"  # every ratio is time / time of this rung
 CPU_SIZES = ("ptb-small", "fastrnns")  # the size sets `bench` times by default on a CPU
 GPU_SIZES = ("ptb-small", "zaremba-medium", "fastrnns")  # ... and on a GPU
-GRAPHED = ("hoisted", "bptt", "compiled")  # rungs also timed as a CUDA graph on a GPU (--no-graphs: not)
+GRAPHED = ("hoisted", "bptt", "compiled")
+SHAPES = {  # the shape sweep: where real code meets the LSTM, well beyond the ladder's PTB-sized windows
+    "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
+    "zaremba-medium": {"seq_len": 35, "batch_size": 20, "input_size": 650, "hidden_size": 650, "num_layers": 2},
+    "fastrnns": {"seq_len": 100, "batch_size": 64, "input_size": 512, "hidden_size": 512, "num_layers": 1},
+    "one-sentence": {"seq_len": 35, "batch_size": 1, "input_size": 200, "hidden_size": 200, "num_layers": 1},
+    "wide-batch": {"seq_len": 35, "batch_size": 256, "input_size": 200, "hidden_size": 200, "num_layers": 1},
+    "short-windows": {"seq_len": 5, "batch_size": 64, "input_size": 128, "hidden_size": 128, "num_layers": 1},
+    "long-thin": {"seq_len": 500, "batch_size": 1, "input_size": 16, "hidden_size": 16, "num_layers": 1},
+    "long-small-batch": {"seq_len": 1000, "batch_size": 4, "input_size": 64, "hidden_size": 64, "num_layers": 1},
+}
+MODULES = ("nn.LSTM", "lstm_lab.LSTM")  # the shape sweep's two modules; ratios are to the first  # rungs also timed as a CUDA graph on a GPU (--no-graphs: not)
 
 
 def forward_backward(rung, problem):
@@ -222,3 +238,93 @@ def plot_sweep(rows, key, steps=None, title=None):
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def module_calls(size, device, seed=0):
+    """The shape sweep's calls on one shape: {mode: {module name: zero-argument fn}}.
+
+    Both modules (MODULES) hold the same weights and read the same input.  "train": forward and backward,
+    gradients reset first (the LSTM's share of a training step, as `forward_backward` for a rung); "infer":
+    the forward alone under torch.no_grad().  Chapter 3."""
+    torch.manual_seed(seed)
+    layers = {"nn.LSTM": torch.nn.LSTM, "lstm_lab.LSTM": LSTM}
+    arguments = (size["input_size"], size["hidden_size"], size["num_layers"])
+    modules = {name: cls(*arguments).to(device) for name, cls in layers.items()}
+    modules["lstm_lab.LSTM"].load_state_dict(modules["nn.LSTM"].state_dict())
+    x = torch.randn(size["seq_len"], size["batch_size"], size["input_size"], device=device, requires_grad=True)
+
+    def train(module):
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        output, _ = module(x)
+        output.sum().backward()
+
+    def infer(module):
+        with torch.no_grad():
+            module(x)
+
+    return {mode: {name: functools.partial(fn, module) for name, module in modules.items()}
+            for mode, fn in (("train", train), ("infer", infer))}
+
+
+def peak_memory_bytes(fn, device):
+    """Peak bytes the CUDA allocator held above what it held before one call of fn(); None on a CPU, where
+    no allocator counts what nn.LSTM's kernels allocate inside themselves.  Chapter 3."""
+    if torch.device(device).type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def shape_row(size, device, repeats=5, warmup=1):
+    """Both modules on one shape, each mode timed interleaved: {"size", "train": {name: summary}, "infer": ...},
+    a summary being `summarize`'s row (median_ms, quartiles, ratio to nn.LSTM) plus "per_step_us" and, on a
+    GPU, "peak_bytes".  Chapter 3."""
+    row = {"size": dict(size)}
+    for mode, calls in module_calls(size, device).items():
+        summary = summarize(interleaved_times(calls, device, repeats, warmup), reference=MODULES[0])
+        for name, fn in calls.items():
+            summary[name]["per_step_us"] = 1e3 * summary[name]["median_ms"] / size["seq_len"]
+            summary[name]["peak_bytes"] = peak_memory_bytes(fn, device)
+        row[mode] = summary
+    return row
+
+
+def record_shapes(shape_names, device, repeats=5, warmup=1, tf32=False, argv=()):
+    """The shape sweep's record: {"provenance", "results": {shape name: `shape_row`}}.  shape_names: keys of
+    SHAPES (None or empty: all).  `python -m lstm_lab bench --shapes`.  Chapter 3."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        set_tf32(tf32)
+    start = time.perf_counter()
+    results = {name: shape_row(SHAPES[name], device, repeats, warmup) for name in (shape_names or SHAPES)}
+    wall_seconds = round(time.perf_counter() - start, 3)
+    return {"provenance": bench_provenance(argv, device, tf32, wall_seconds), "results": results}
+
+
+def shape_table(results):
+    """Rows for show_table: per shape, each mode's lstm_lab.LSTM time and its ratio to nn.LSTM.  Chapter 3."""
+    rows = []
+    for name, block in results.items():
+        s = block["size"]
+        row = {"shape": name, "T, B, H, layers": f"{s['seq_len']}, {s['batch_size']}, {s['hidden_size']}, "
+                                                 f"{s['num_layers']}"}
+        for mode in ("train", "infer"):
+            ours = block[mode][MODULES[1]]
+            row[f"{mode} ms"] = ours["median_ms"]
+            row[f"{mode} x nn.LSTM"] = ours["ratio"]
+            if ours.get("peak_bytes") is not None:
+                row[f"{mode} memory x nn.LSTM"] = ours["peak_bytes"] / max(block[mode][MODULES[0]]["peak_bytes"], 1)
+        rows.append(row)
+    return rows
+
+
+def shape_lines(results):
+    """One printable line per shape: the book's LSTM against nn.LSTM, training and inference.  Chapter 3."""
+    return [f"{row['shape']:>18}  T,B,H,L {row['T, B, H, layers']:>16}  train {row['train ms']:9.2f} ms "
+            f"{row['train x nn.LSTM']:6.2f}x   infer {row['infer ms']:9.2f} ms {row['infer x nn.LSTM']:6.2f}x"
+            for row in shape_table(results)]

@@ -7,12 +7,13 @@ assumptions ("guards") and, when one fails, records and compiles again.  A Pytho
 `lstm_layer`, unrolls into the graph: T steps, T copies of the cell.  So the graph depends on T, every new
 sequence length is a new compilation, and `dynamic=True` cannot help (the number of loop iterations must be a
 plain integer).  Past `torch._dynamo.config.recompile_limit` compilations of one function, Dynamo gives up and
-runs that function eagerly for any new shape.
+runs that function eagerly for any new shape.  For that reason Dynamo does not trace LSTM modules at all:
+`nn.LSTM` and `lstm_lab.LSTM` (an nn.LSTM) run outside its graphs, at any length.
 
-    counts = count_compilations(LSTM(8, 16), lengths=[35, 35, 20, 35])   # [1, 1, 2, 2]
-    counts = count_compilations(lstm_layer, [35, 20], ladder.layer_inputs(), dynamic=False)   # one layer
+    counts = count_compilations(lstm_layer, [35, 35, 20, 35], ladder.layer_inputs())   # [1, 1, 2, 2]
+    counts = count_compilations(LSTM(8, 16), lengths=[35, 20])   # [0, 0]: left out of the graphs
 
-Introduced in chapter 3 (one layer function); chapter 7 counts whole modules.
+Introduced in chapter 3 (one layer function); chapter 7 compares the loop with whole modules.
 """
 import logging
 

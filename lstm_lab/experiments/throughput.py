@@ -1,7 +1,7 @@
 """Training throughput in words per second: one language-model training step, several ways, timed in turn.
 
     python -m lstm_lab throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
-    python -m lstm_lab throughput --sizes zaremba-small --repeats 5 --no-compile   # quicker, any device
+    python -m lstm_lab throughput --sizes zaremba-small --repeats 5   # quicker, any device
 
 A step is what `train_epoch` does per window -- forward, Zaremba's loss, backward, clipping, SGD step -- on a
 (T, B) window of random token ids, with the state carried in.  Words per second = T x B / the step's median
@@ -9,7 +9,6 @@ time.  The ways (`VARIANTS`), each its own model built from the same seed:
 
     nn.LSTM              PyTorch's LSTM: cuDNN on a GPU, oneDNN on a CPU
     lstm_lab.LSTM        the book's LSTM in eager mode: a few small kernels per time step
-    compiled             the book's LSTM through torch.compile (Inductor), fixed shapes
     CUDA graph           the book's LSTM, the whole step replayed from a CUDA graph (GPU only)
     nn.LSTM, AMP         nn.LSTM under autocast: float16 with a GradScaler on a GPU, bfloat16 on a CPU
 
@@ -33,7 +32,9 @@ from lstm_lab.runtime import amp_dtype, grad_scaler
 __all__ = ["SIZES", "REFERENCE", "make_step", "build_variants", "measure", "record_throughput", "table_lines"]
 
 SIZES = ("zaremba-small", "zaremba-medium")  # presets timed by default
-VARIANTS = ("nn.LSTM", "lstm_lab.LSTM", "compiled", "CUDA graph", "nn.LSTM, AMP")
+VARIANTS = ("nn.LSTM", "lstm_lab.LSTM", "CUDA graph", "nn.LSTM, AMP")
+# No compiled variant: torch.compile leaves an LSTM module, nn.LSTM or the book's, out of its graphs (chapter 7);
+# the ladder's `compiled` rung (chapter 3) is the book's loop compiled.
 REFERENCE = "nn.LSTM"
 
 
@@ -72,9 +73,7 @@ def build_variants(size, device, variants=VARIANTS, seed=0):
         rnn = "torch" if name.startswith("nn.LSTM") else "lab"
         model = LanguageModel(replace(model_config, rnn=rnn)).to(device).train()
         state = model.init_state(B)
-        if name == "compiled":
-            steps[name] = make_step(torch.compile(model), train_config, inputs, targets, state)
-        elif name == "CUDA graph":
+        if name == "CUDA graph":
             steps[name] = graphed_step(model, train_config, inputs, targets, state)
         else:
             amp = amp_dtype(device) if name.endswith("AMP") else None
@@ -96,15 +95,13 @@ def measure(sizes=SIZES, device="cpu", variants=VARIANTS, repeats=10, warmup=3):
     return results
 
 
-def record_throughput(sizes, device, compiled=True, repeats=10, argv=()):
+def record_throughput(sizes, device, repeats=10, argv=()):
     """The throughput record: {"provenance": where and how it ran (TF32 off), "results": `measure`'s}.
 
-    sizes: presets (e.g. SIZES).  device: "cpu", "cuda", a torch.device.  compiled: False leaves out the compiled
-    variant.  argv: the command line, e.g. ["throughput", "--device", "cuda"], recorded as
+    sizes: presets (e.g. SIZES).  device: "cpu", "cuda", a torch.device.  argv: the command line, e.g. ["throughput", "--device", "cuda"], recorded as
     "python -m lstm_lab throughput --device cuda".  Chapter 7."""
     device = torch.device(device)
-    variants = [name for name in VARIANTS if compiled or name != "compiled"]
-    results = measure(sizes, device, variants, repeats)
+    results = measure(sizes, device, VARIANTS, repeats)
     return {"provenance": {**provenance(list(argv), device), "tf32": False}, "results": results}
 
 
