@@ -106,29 +106,36 @@ def typo_cause(gradients, problem, inputs, device, got):
     return None
 
 
-def diagnose(one, several, one_expected, several_expected, typo):
-    """The most likely cause, from where the wrong gradients are: one step or through time, which gate, which
-    input."""
+def diagnose(results, typo):
+    """The most likely cause, from where the wrong gradients are.  results: [(got, expected)] for one step with the
+    loss on its own output only, one step with gradients arriving from a next step (R_h, R_c), several steps."""
     if typo:
         return typo
-    for got, expected in ((one, one_expected), (several, several_expected)):
+    for got, expected in results:
         if wrong_names(got, expected):
             found = sign_or_scale(got, expected)
             if found:
                 return found
             break
-    wrong_one = wrong_names(one, one_expected)
-    if not wrong_one or set(wrong_one) <= {"h0", "c0"}:
+    (alone, alone_expected), (one, one_expected), (several, several_expected) = results
+    wrong_alone = set(wrong_names(alone, alone_expected)) - {"h0", "c0"}
+    if not wrong_alone:
         step = first_wrong_step(several, several_expected)
-        return cause("bptt_carry", f"one step is right{' but for ' + ', '.join(wrong_one) if wrong_one else ''}; "
+        wrong_one = wrong_names(one, one_expected)
+        return cause("bptt_carry", f"one step on its own is right{'; with a gradient from the next step wrong: ' + ', '.join(wrong_one) if wrong_one else ''}; "
                                    f"through time, x's gradient first goes wrong at step {step} of "
                                    f"{several_expected['x'].shape[0]} (counting from 0; backward starts at the last)")
-    if not set(wrong_one) & set(WEIGHTS):
-        return cause("input_path_error", f"one step: wrong {', '.join(wrong_one)}; W and b right")
-    gates = wrong_gates(one, one_expected)
+    if not wrong_alone & set(WEIGHTS):
+        return cause("input_path_error", f"one step: wrong {', '.join(sorted(wrong_alone))}; W and b right")
+    gates = wrong_gates(alone, alone_expected)
     if len(gates) == 1:
         return cause("gate_derivative", f"one step: only gate {gates[0]}'s rows of W and b are wrong")
-    return cause("one_step_error", f"one step: wrong {', '.join(wrong_one)}; gates {', '.join(gates) or 'none'}")
+    return cause("one_step_error", f"one step: wrong {', '.join(sorted(wrong_alone))}; gates {', '.join(gates)}")
+
+
+def isolated_step(problem):
+    """The one-step problem with no gradient arriving from a next step: R_h = R_c = 0."""
+    return {**problem, "R_h": np.zeros_like(problem["R_h"]), "R_c": np.zeros_like(problem["R_c"])}
 
 
 def check_backward(gradients, forward=None, inputs="numpy", device=None, seq_len=4, seed=0):
@@ -150,6 +157,7 @@ def check_backward(gradients, forward=None, inputs="numpy", device=None, seq_len
         raise InputError(f"seq_len must be an int of 2 or more (one step is always checked too), got {seq_len!r}")
     report = Report(f"check_backward({getattr(gradients, '__name__', type(gradients).__name__)}, inputs={inputs})")
     problems = [random_lstm_problem(T, seed=seed + T, **SIZES) for T in (1, seq_len)]
+    problems.insert(0, isolated_step(problems[0]))
     expected = [autograd_gradients(p) for p in problems]
     got = []
     for problem in problems:
@@ -158,23 +166,23 @@ def check_backward(gradients, forward=None, inputs="numpy", device=None, seq_len
         except Exception as error:  # the student's code may raise anything; the report says what
             report.add("gradients(problem) runs", False, f"{type(error).__name__}: {str(error)[:160]}")
             return report
-    for label, g, e in (("one step", got[0], expected[0]), (f"{seq_len} steps", got[1], expected[1])):
+    for label, g, e in (("one step", got[1], expected[1]), (f"{seq_len} steps", got[2], expected[2])):
         worst = max((relative_error(g[n], e[n]), n) for n in INPUTS)
         report.add(f"matches autograd (nn.LSTM, float64), {label}", not wrong_names(g, e),
                    f"largest relative error {worst[0]:.1e} ({worst[1]})" + (
                        f"; wrong gates: {', '.join(wrong_gates(g, e)) or 'none'}" if wrong_names(g, e) else ""))
     if forward is not None:
-        check_against_own_forward(report, forward, problems[1], got[1], inputs, device)
-    if not report.passed and wrong_names(got[0], expected[0]) + wrong_names(got[1], expected[1]):
-        typo = typo_cause(gradients, problems[1], inputs, device, got[1])
-        report.diagnose(diagnose(got[0], got[1], expected[0], expected[1], typo))
+        check_against_own_forward(report, forward, problems[2], got[2], inputs, device)
+    if any(wrong_names(g, e) for g, e in zip(got, expected)):
+        typo = typo_cause(gradients, problems[2], inputs, device, got[2])
+        report.diagnose(diagnose(list(zip(got, expected)), typo))
     return report
 
 
 def check_against_own_forward(report, forward, problem, got, inputs, device):
     """The student's forward against nn.LSTM's loss, and their gradients against central differences of it."""
     loss = lambda: float(as_array(forward(as_inputs(problem, inputs, device))))
-    true_loss = float(sum(np.sum(autograd_loss_part) for autograd_loss_part in reference_loss_parts(problem)))
+    true_loss = float(sum(np.sum(part) for part in reference_loss_parts(problem)))
     report.add("your forward's loss matches nn.LSTM's", abs(loss() - true_loss) <= 1e-9 * (1 + abs(true_loss)),
                f"{loss():.6f} vs {true_loss:.6f}")
     numeric = {n: numerical_gradient(loss, problem[n]) for n in INPUTS}

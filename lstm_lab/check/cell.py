@@ -149,13 +149,13 @@ def cell_gradients(cell, inputs, R, slots):
     return grads
 
 
-def explain_gradients(report, got, expected, dtype):
+def explain_gradients(report, got, expected, dtype, reference="nn.LSTMCell"):
     """Compare gradients {name: tensor or None}; record the property and the cause.  Chapter 4."""
     missing = [n for n in expected if (got[n] is None or got[n].abs().max() == 0) and expected[n].abs().max() > 0]
     wrong = {n: relative_error(got[n], expected[n]) for n in expected if n not in missing
              and not same(got[n], expected[n], dtype)}
     worst = max(((relative_error(got[n], expected[n]) if n not in missing else 1.0), n) for n in expected)
-    report.add("gradients match autograd through nn.LSTM(Cell)", not (missing or wrong),
+    report.add(f"gradients match autograd through {reference}", not (missing or wrong),
                f"{len(expected)} gradients, largest relative error {worst[0]:.1e} ({worst[1]})")
     if missing:
         report.diagnose(cause("gradient_blocked", f"no gradient reaches {', '.join(missing[:4])}"))
