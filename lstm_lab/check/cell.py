@@ -21,7 +21,7 @@ from lstm_lab.config import InputError
 from lstm_lab.experiments.clinic import unregistered_named_tensors
 
 __all__ = ["check_cell", "student_sizes", "check_device", "registered_property", "best_hypothesis",
-           "explain_gradients"]
+           "explain_gradients", "gradient_leaves"]
 
 
 def student_sizes(module, input_size, hidden_size):
@@ -135,13 +135,18 @@ def explain_mismatch(report, runs, weights, x, h, c, dtype, square_input):
                                          f"{closest[0]:.2g})"))
 
 
-def cell_gradients(cell, inputs, R, slots):
-    """Gradients of sum(h' R_h) + sum(c' R_c) with respect to x, h, c and the student's tensors (None if none)."""
-    x, h, c = (t.detach().clone().requires_grad_() for t in inputs)
+def gradient_leaves(inputs, slots):
+    """Fresh leaf copies of the inputs, and the student's tensors made ready to collect gradients.  Chapter 4."""
     for slot in slots:
         slot.tensor.grad = None
         if slot.tensor.is_leaf:
             slot.tensor.requires_grad_(True)
+    return [t.detach().clone().requires_grad_() for t in inputs]
+
+
+def cell_gradients(cell, inputs, R, slots):
+    """Gradients of sum(h' R_h) + sum(c' R_c) with respect to x, h, c and the student's tensors (None if none)."""
+    x, h, c = gradient_leaves(inputs, slots)
     h_new, c_new = run_cell(cell, x, h, c)
     ((h_new * R[0]).sum() + (c_new * R[1]).sum()).backward()
     grads = {"x": x.grad, "h": h.grad, "c": c.grad}

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from lstm_lab.cells import GATES
-from lstm_lab.check.cell import (best_hypothesis, check_device, explain_gradients, registered_property,
-                                 student_sizes)
+from lstm_lab.check.cell import (best_hypothesis, check_device, explain_gradients, gradient_leaves,
+                                 registered_property, student_sizes)
 from lstm_lab.check.compare import call_student, check_size, relative_error, same, seeded_randn, tolerance
 from lstm_lab.check.layout import Layout, cell_layouts, held_tensors, layer_groups, no_layout_error
 from lstm_lab.check.report import Report, cause, describe_error
@@ -285,11 +285,7 @@ def loss_of(result, seed):
 
 def stack_gradients(model, inputs, slots, loss_seed):
     """Gradients of `loss_of` with respect to x, h_0, c_0 and the student's tensors."""
-    x, h_0, c_0 = (t.detach().clone().requires_grad_() for t in inputs)
-    for slot in slots:
-        slot.tensor.grad = None
-        if slot.tensor.is_leaf:
-            slot.tensor.requires_grad_(True)
+    x, h_0, c_0 = gradient_leaves(inputs, slots)
     loss_of(run_lstm(model, x, (h_0, c_0)), loss_seed).backward()
     grads = {"x": x.grad, "h_0": h_0.grad, "c_0": c_0.grad}
     for slot in slots:  # a tensor used by several layers appears once, with the sum of its gradients

@@ -259,10 +259,11 @@ def weight_properties(report, watched, registered, before, valid_before, valid_a
     nll = lambda rows: sum(r[0] for r in rows) / sum(r[1] for r in rows)
     start, end = nll(valid_before), nll(valid_after)
     median = sorted(changes)[len(changes) // 2]
-    falls = math.isfinite(end) and end < start * 0.98
-    if not report.add("held-out NLL falls (learning rate)", falls,
+    too_high = not math.isfinite(end) or end > start * 1.02  # held-out NLL rose: the steps overshoot
+    too_low = end > start * 0.98 and median < 1e-2  # barely fell, and the weights barely moved
+    if not report.add("learning rate: the held-out NLL falls, the weights move", not (too_high or too_low),
                       f"{start:.3f} -> {end:.3f} nats; median relative weight change {median:.1e}"):
-        if not math.isfinite(end) or end > start:
+        if too_high:
             report.diagnose(cause("lr_too_high", f"held-out NLL {start:.3f} -> {end:.3f}"))
         elif not unchanged and not unregistered:
             report.diagnose(cause("lr_too_low", f"held-out NLL {start:.3f} -> {end:.3f}; the weights moved by "
