@@ -26,10 +26,12 @@ lstm_lab/ -- the core: the models and the training a student copies from
     seq2seq_train  the date translator's part of the loop: DatesTask, accuracy, decoding   (9)
 lstm_lab/data/ -- the corpora, your own text, the poems and the dates (see its __init__)
 lstm_lab/experiments/ -- the book's measurements and studies, and their recorded results (see its __init__)
+lstm_lab/check/ -- coursework checks: a student's cell, LSTM, backward pass or training loop against the reference,
+    the likely bug named with the chapter that explains it (see its __init__)
 lstm_lab/book/ -- figures, widgets, showing source and tables in a chapter (see its __init__)
 lstm_lab/cli.py -- python -m lstm_lab train | evaluate | generate | poems | dates | bench  (6, 8, 9)
 
-Imports flow one way: cli -> book -> experiments -> the core's training and models -> data -> the foundation
+Imports flow one way: cli -> book -> check -> experiments -> the core's training and models -> data -> the foundation
 (runtime, files, config, provenance); tests/test_layout.py holds the order and fails on a wrong-way import.
 """
 from lstm_lab.cells import LSTMCell, GateLSTMCell, ConcatLSTMCell, fused_to_concat, concat_to_fused

@@ -9,13 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lstm_lab"
 OPTIONAL = {"ipywidgets", "IPython"}  # notebook-only dependencies may be imported where they are used
 
 # Bottom to top: a module may import modules of its own layer or of a layer below it, never above.  The folder
-# says the layer (lstm_lab/data, lstm_lab/experiments, lstm_lab/book); the core's top-level modules are split in
+# says the layer (lstm_lab/data, lstm_lab/experiments, lstm_lab/check, lstm_lab/book); the core's top-level modules are split in
 # three layers of their own.
 FOUNDATION = {"runtime", "files", "config", "provenance"}
 MODELS = {"init", "cells", "lstm", "numpy_lstm", "reference", "model", "poem_model", "seq2seq", "generate",
           "distributed"}
 TRAINING = {"train", "checkpoint", "runs", "lm_train", "poems_train", "seq2seq_train"}
-LAYERS = ["foundation", "data", "models", "training", "experiments", "book", "cli"]
+LAYERS = ["foundation", "data", "models", "training", "experiments", "check", "book", "cli"]
 
 
 def layer(module):

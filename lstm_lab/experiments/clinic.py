@@ -27,7 +27,7 @@ from lstm_lab.data.corpus import bptt_windows
 from lstm_lab.lm_train import graph_size
 from lstm_lab.lstm import LSTM
 
-__all__ = ["StudentLSTM", "StudentLM", "unregistered_tensors", "train_lm", "SavedTensorMeter", "run_windows",
+__all__ = ["StudentLSTM", "StudentLM", "unregistered_named_tensors", "unregistered_tensors", "train_lm", "SavedTensorMeter", "run_windows",
            "preallocated_layer", "anomaly_trace", "two_layer_lstm", "SteppedTwoLayerLSTM", "batch_first_report"]
 
 
@@ -88,13 +88,13 @@ class StudentLM(nn.Module):
         return self.decoder(output), state
 
 
-def unregistered_tensors(module):
-    """Floating-point tensors a module holds (as attributes, or in lists, tuples, dicts, also as the
-    parameters of modules kept in a plain list) that are not its registered parameters or buffers: an optimizer built from `module.parameters()` never updates
-    them, `module.to(device)` never moves them, `state_dict()` never saves them.
+def unregistered_named_tensors(module):
+    """Floating-point tensors a module holds (as attributes, or in lists, tuples, dicts, also as the parameters of
+    modules kept in a plain list) that are not its registered parameters or buffers: an optimizer built from
+    `module.parameters()` never updates them, `module.to(device)` never moves them, `state_dict()` never saves
+    them.
 
-    Returns [{"name", "shape", "requires_grad"}] with dotted names like "lstm.W_xi" or "layers[0]".
-    Introduced in chapter 4."""
+    Returns [(name, tensor)] with dotted names like "lstm.W_xi" or "layers[0]".  Introduced in chapter 4."""
     registered = {id(t) for t in itertools.chain(module.parameters(), module.buffers())}
     internal = set(vars(nn.Module()))  # _parameters, _buffers, _modules, hooks...
     found = []
@@ -105,8 +105,15 @@ def unregistered_tensors(module):
             name = f"{prefix}.{attr}" if prefix else attr
             for item_name, t in _tensors_in(name, value):
                 if t.is_floating_point() and id(t) not in registered:
-                    found.append({"name": item_name, "shape": tuple(t.shape), "requires_grad": t.requires_grad})
+                    found.append((item_name, t))
     return found
+
+
+def unregistered_tensors(module):
+    """`unregistered_named_tensors` as a table: [{"name", "shape", "requires_grad"}], one row per tensor.
+    Introduced in chapter 4."""
+    return [{"name": name, "shape": tuple(t.shape), "requires_grad": t.requires_grad}
+            for name, t in unregistered_named_tensors(module)]
 
 
 def _tensors_in(name, value):
