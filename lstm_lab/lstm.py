@@ -274,7 +274,7 @@ class LSTM(nn.LSTM):
                 outputs.append(output)
                 h_n.append(h)
                 c_n.append(c)
-            x = torch.cat(outputs, dim=-1)  # (T, B, D*H): the next layer reads both directions
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*H): both directions
             if k < self.num_layers - 1 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)  # between layers only
         return x, (torch.stack(h_n), torch.stack(c_n))
