@@ -8,8 +8,8 @@
 The poems' part of the book's one training loop (`lstm_lab.train`): batches of poems bucketed by length, the
 masked loss as the step (`poem_step`), validation perplexity per character (`PoemsTask`).  The run folder is
 the same as every model's (`lstm_lab.runs`): checkpoint.pt, best.pt, vocab.json, results.json (validation
-perplexity per character after every epoch, then test perplexity of the best epoch and sample poems, with
-provenance).  The order of the batches in epoch e depends only on the seed and e, and the checkpoint holds
+perplexity per character after every epoch, then the test perplexity of the best epoch -- with the share of
+<unk> targets and the perplexity without them, `poem_scores` -- and sample poems, with provenance).  The order of the batches in epoch e depends only on the seed and e, and the checkpoint holds
 every random generator's state, so a resumed run equals an uninterrupted one, dropout included.  Introduced in
 chapter 8.
 """
@@ -19,9 +19,10 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from lstm_lab.config import InputError, check_epochs, check_lr
-from lstm_lab.data.corpus import PAD, Vocab
+from lstm_lab.data.corpus import PAD, UNK, Vocab
 from lstm_lab.data.poems import FORMS, batches, check_form, load_poems, pad_batch, poem_form, poem_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
@@ -30,7 +31,7 @@ from lstm_lab.runs import open_run, train_in_folder, train_run
 from lstm_lab.runtime import pick_device
 from lstm_lab.train import best_epoch, constant_lr, perplexity, train_epoch
 
-__all__ = ["OPTIMIZERS", "PoemsConfig", "make_optimizer", "poem_perplexity", "loss_curve", "PoemsTask", "train_poems",
+__all__ = ["OPTIMIZERS", "PoemsConfig", "make_optimizer", "poem_perplexity", "poem_scores", "loss_curve", "PoemsTask", "train_poems",
            "load_poems_model"]
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw")
@@ -92,16 +93,35 @@ def make_optimizer(name, parameters, lr):
 
 @torch.no_grad()
 def poem_perplexity(model, poems, vocab, device=None, batch_size=256):
-    """Perplexity per character of `poems` (their characters and <eos>, never the padding).  Chapter 8."""
+    """Perplexity per character of `poems` (their characters and <eos>, never the padding; a character the
+    vocabulary lacks is a <unk> target and counts like any other: see `poem_scores`).  Chapter 8."""
+    return poem_scores(model, poems, vocab, device, batch_size)["ppl"]
+
+
+@torch.no_grad()
+def poem_scores(model, poems, vocab, device=None, batch_size=256):
+    """The perplexity per character of `poems` and what <unk> does to it:
+
+      ppl              over every real target (characters and <eos>), <unk> targets included: `poem_perplexity`
+      unk_share        the share of those targets that are <unk> (characters outside the vocabulary)
+      ppl_without_unk  over the other targets only: the <unk> targets left out of the mean
+
+    A model predicts <unk> for every rare character at once, so <unk> targets are easier than real ones, and the
+    more of them a split holds the lower its `ppl`.  Chapter 8."""
     model.eval()
     device = device or next(model.parameters()).device
-    total, count = 0.0, 0
+    pad, unk = vocab.stoi[PAD], vocab.stoi.get(UNK)
+    nll, count = {"all": 0.0, "known": 0.0}, {"all": 0, "known": 0}
     for group in batches(poems, batch_size):
-        inputs, targets, lengths = (t.to(device) for t in pad_batch(group, vocab))
-        real = int((targets != vocab.stoi[PAD]).sum())
-        total += masked_nll(model(inputs, lengths), targets, vocab.stoi[PAD]).item() * real
-        count += real
-    return perplexity(total, count)
+        inputs, targets, lengths = (t.to(device) for t in pad_batch(group, vocab))  # (T, B), (T, B), (B,)
+        token_nll = F.cross_entropy(model(inputs, lengths).flatten(0, 1), targets.flatten(), reduction="none")
+        real = targets.flatten() != pad  # (T*B,)
+        known = real & (targets.flatten() != unk)
+        for name, mask in (("all", real), ("known", known)):
+            nll[name] += token_nll[mask].double().sum().item()
+            count[name] += int(mask.sum())
+    return {"ppl": perplexity(nll["all"], count["all"]), "unk_share": 1 - count["known"] / count["all"],
+            "ppl_without_unk": perplexity(nll["known"], count["known"]) if count["known"] else math.nan}
 
 
 def poem_step(model, poems, vocab):
@@ -211,10 +231,13 @@ class PoemsTask:
         best_at = best_epoch(run_state["history"])  # >= 1: a run that diverged is not tested (`lstm_lab.runs`)
         if best_at != run_state["epoch"]:
             load_best(model)
-        test_ppl = poem_perplexity(model, self.splits["test"], self.vocab, self.device)
-        print(f"test perplexity per character {test_ppl:.2f} (best validation epoch {best_at})")
-        return {"test_ppl": test_ppl, "samples": sample_poems(model, self.vocab, self.config.form_names() or
-                                                              ["5x4", "7x4"])}
+        test = poem_scores(model, self.splits["test"], self.vocab, self.device)
+        print(f"test perplexity per character {test['ppl']:.2f} (best validation epoch {best_at}); "
+              f"{test['unk_share']:.1%} of the test targets are <unk> (characters outside the vocabulary): "
+              f"without them {test['ppl_without_unk']:.2f}")
+        return {"test_ppl": test["ppl"], "test_unk_share": test["unk_share"],
+                "test_ppl_without_unk": test["ppl_without_unk"],
+                "samples": sample_poems(model, self.vocab, self.config.form_names() or ["5x4", "7x4"])}
 
 
 def train_poems(config, out, device=None, resume=False, argv=(), data_dir=None, results=None, progress=False):

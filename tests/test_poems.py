@@ -1,6 +1,7 @@
 """Chapter 8's Tang poems: split, forms, vocabulary, padded batches, the masked loss, the packed model and
 poems generated to a form."""
 import json
+import math
 import os
 from pathlib import Path
 
@@ -8,13 +9,13 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
-from lstm_lab.data.corpus import PAD
+from lstm_lab.data.corpus import PAD, UNK
 from lstm_lab.data.poems import (FORMS, batches, encode_poem, load_poems, pad_batch, pad_fixed, padding_share,
                                  poem_form, poem_split, poem_vocab)
 from lstm_lab.generate import sample_next
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poem_model import PoemLM, batching_candidates, generate_poem, masked_nll
-from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
+from lstm_lab.poems_train import PoemsConfig, load_poems_model, poem_perplexity, poem_scores, train_poems
 
 QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
 POEMS = [QUATRAIN, "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓，处处闻啼鸟。",
@@ -224,6 +225,7 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
     a, b = (json.loads((folder / "results.json").read_text()) for folder in (straight, parts))
     assert [r["valid_ppl"] for r in a["history"]] == [r["valid_ppl"] for r in b["history"]]
     assert a["test_ppl"] == b["test_ppl"] and a["complete"]
+    assert 0 < a["test_unk_share"] < 1 and a["test_ppl_without_unk"] != a["test_ppl"]  # 300 training poems: many <unk>
     assert {(x["form"], poem_form(x["poem"])) for x in a["samples"]} == {("5x4", "5x4"), ("7x4", "7x4")}
     assert len(a["history"][0]["loss_curve"]) == 10 and 0 < a["history"][0]["unit_spread"]  # 10 batches of 32
     capsys.readouterr()
@@ -254,6 +256,24 @@ def test_a_run_on_one_form_keeps_that_form_in_every_split(tmp_path):
     kept = [p for p in splits["train"] if poem_form(p) == "5x4"][:64]
     twice = {ch for ch in set("".join(kept)) if sum(p.count(ch) for p in kept) >= 2}
     assert set(vocab.itos[4:]) == twice  # the vocabulary comes from the kept training poems only
+
+
+def test_poem_scores_count_the_unk_targets_apart():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS[:2])  # the other poems' new characters become <unk>
+    model = PoemLM(len(vocab), 8, 12, num_layers=1).eval()
+    held_out = POEMS[1:]
+    known, unknown = [], []  # each target's NLL, poem by poem, one at a time
+    for poem in held_out:
+        ids = encode_poem(poem, vocab)
+        log_probs = torch.log_softmax(model(ids[:-1, None])[:, 0], dim=-1)
+        for t, target in enumerate(ids[1:].tolist()):
+            (unknown if target == vocab.stoi[UNK] else known).append(-log_probs[t, target].item())
+    scores = poem_scores(model, held_out, vocab)
+    assert 0 < scores["unk_share"] == pytest.approx(len(unknown) / (len(known) + len(unknown)))
+    assert scores["ppl"] == pytest.approx(math.exp(sum(known + unknown) / len(known + unknown)), rel=1e-5)
+    assert scores["ppl_without_unk"] == pytest.approx(math.exp(sum(known) / len(known)), rel=1e-5)
+    assert poem_perplexity(model, held_out, vocab) == scores["ppl"]
 
 
 def test_the_batching_candidates_compute_what_they_say():
