@@ -377,7 +377,8 @@ def add_poems(sub):
     generate.add_argument("--acrostic", default=None, help="one character per line, each line starts with it")
     generate.add_argument("--temperature", type=non_negative_float, default=0.8, help="0: greedy")
     generate.add_argument("--top-k", type=positive_int, default=None)
-    generate.add_argument("--seed", type=seed_value, default=0)
+    generate.add_argument("--seed", type=seed_value, default=None,
+                          help="the same seed writes the same poem again (default: a fresh one, printed)")
     add_common(generate)
 
 
@@ -593,8 +594,9 @@ def poems_command(args, argv):
     if args.poems_command == "generate":
         model, vocab = load_poems_model(out, args.device)
         try:
-            print(generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
-                                args.seed, args.prompt))
+            poem = generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
+                                 args.seed, args.prompt)
+            print(f"{poem}  (seed {poem.seed}: --seed {poem.seed} writes it again)")
         except ValueError as error:
             raise UsageError(str(error)) from None
         return 0

@@ -113,6 +113,22 @@ def test_generated_poems_keep_the_form_and_the_acrostic():
         generate_poem(model, vocab, "5x4", first="白日")
 
 
+def test_every_call_draws_a_fresh_seed_and_reports_it():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = PoemLM(len(vocab), 8, 12, num_layers=1)
+    poems = [generate_poem(model, vocab, "5x4", acrostic="白黄欲更", temperature=1.0) for _ in range(5)]
+    assert len({poem.seed for poem in poems}) == 5 and len(set(poems)) > 1
+    torch.manual_seed(0)  # seeding torch does not fix the fresh seeds: they come from the operating system
+    again = generate_poem(model, vocab, "5x4", acrostic="白黄欲更", temperature=1.0)
+    assert again.seed not in {poem.seed for poem in poems}
+    for poem in poems:  # the reported seed writes the same poem again
+        assert generate_poem(model, vocab, "5x4", acrostic="白黄欲更", temperature=1.0, seed=poem.seed) == poem
+    assert generate_poem(model, vocab, "5x4", seed=5).seed == 5 and isinstance(poems[0], str)
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        generate_poem(model, vocab, "5x4", seed=-1)
+
+
 def reference_pick(logits, temperature, top_k, generator, banned):
     """The poems' own sampler before `sample_next` took its place, kept here as the reference."""
     logits = logits.clone()
@@ -229,9 +245,16 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
     assert {(x["form"], poem_form(x["poem"])) for x in a["samples"]} == {("5x4", "5x4"), ("7x4", "7x4")}
     assert len(a["history"][0]["loss_curve"]) == 10 and 0 < a["history"][0]["unit_spread"]  # 10 batches of 32
     capsys.readouterr()
-    assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--form", "5x4"]) == 0
-    poem = capsys.readouterr().out.strip()
-    assert poem_form(poem) == "5x4" and poem[0] == "春"
+    lines = []
+    for seed in ([], [], ["--seed", "7"]):
+        assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--form", "5x4", *seed]) == 0
+        lines.append(capsys.readouterr().out.strip())
+    poems = [line.split("  (seed ")[0] for line in lines]
+    assert all(poem_form(poem) == "5x4" and poem[0] == "春" for poem in poems)
+    seeds = [int(line.split("(seed ")[1].split(":")[0]) for line in lines]
+    assert seeds[0] != seeds[1] and seeds[2] == 7  # a fresh seed each time, unless one is given; it is printed
+    assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--seed", str(seeds[0])]) == 0
+    assert capsys.readouterr().out.strip() == lines[0]  # the printed seed writes the same poem again
     with pytest.raises(SystemExit) as info:
         main(["poems", "generate", "--out", str(straight), "--form", "9x9"])
     assert info.value.code == 2 and "unknown form '9x9'" in capsys.readouterr().err
