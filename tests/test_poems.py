@@ -15,7 +15,8 @@ from lstm_lab.data.poems import (FORMS, batches, encode_poem, load_poems, pad_ba
 from lstm_lab.generate import sample_next
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poem_model import PoemLM, batching_candidates, generate_poem, masked_nll
-from lstm_lab.poems_train import PoemsConfig, load_poems_model, poem_perplexity, poem_scores, train_poems
+from lstm_lab.poems_train import (PoemsConfig, TimedBatches, cost_estimate, load_poems_model, poem_perplexity,
+                                  poem_scores, train_poems)
 
 QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
 POEMS = [QUATRAIN, "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓，处处闻啼鸟。",
@@ -266,6 +267,33 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
         with pytest.raises(SystemExit) as info:
             main(["poems", "train", "--out", str(tmp_path / "x"), *bad])
         assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_first_batches_are_timed_and_the_run_extrapolated_by_characters():
+    groups = [[POEMS[k % 4]] * 2 for k in range(6)]
+    reports = []
+    timed = TimedBatches(groups, "cpu", lambda seconds, characters: reports.append((seconds, characters)), measured=3)
+    assert len(timed) == 6 and list(timed) == groups  # the batches pass unchanged
+    assert len(reports) == 1 and reports[0][1] == sum(len(p) + 1 for group in groups[1:4] for p in group)
+    short = []
+    list(TimedBatches(groups[:2], "cpu", lambda *measured: short.append(measured), measured=20))
+    assert len(short) == 1 and short[0][1] == 2 * (len(POEMS[1]) + 1)  # fewer batches: what was measured
+    assert cost_estimate(2.0, 1000, 50_000, 3) == {"characters_per_second": 500.0, "epoch_seconds": 100.0,
+                                                   "run_seconds": 300.0}
+
+
+@needs_tang
+def test_estimate_times_a_few_batches_and_training_says_its_cost_once(tmp_path, capsys):
+    record = tmp_path / "estimate.json"
+    assert main(["poems", "estimate", *TINY, "--epochs", "3", "--batches", "3", "--json", str(record)]) == 0
+    out = capsys.readouterr().out
+    estimate = json.loads(record.read_text())
+    assert estimate["batches_measured"] == 3 and estimate["epoch_batches"] == 10 and estimate["epochs"] == 3
+    assert estimate["run_seconds"] == pytest.approx(3 * estimate["epoch_seconds"])
+    assert estimate["config"]["hidden_size"] == 16 and "poems estimate" in estimate["command"]
+    assert "measured on cpu" in out and list(tmp_path.iterdir()) == [record]  # no run folder
+    assert main(["poems", "train", "--out", str(tmp_path / "run"), "--epochs", "2", *TINY]) == 0
+    assert capsys.readouterr().out.count("measured on cpu") == 1  # in the first epoch of the session only
 
 
 @needs_tang
