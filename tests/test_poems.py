@@ -269,6 +269,21 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
         assert info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_fixed_length_batches_pad_in_front_or_at_the_end():
+    vocab = poem_vocab(POEMS)
+    pad = vocab.stoi[PAD]
+    for side in ("front", "end"):
+        inputs, targets = pad_fixed(POEMS, vocab, 30, side)
+        assert inputs.shape == targets.shape == (30, 4)
+        assert (targets == pad).float().mean().item() == pytest.approx(padding_share(POEMS, 30, side))
+        short = encode_poem(POEMS[2], vocab)  # 12 characters: 14 ids, 16 of padding
+        whole = torch.cat([inputs[:1, 2], targets[:, 2]])
+        assert whole.tolist() == (short.tolist() + [pad] * 17 if side == "end" else [pad] * 17 + short.tolist())
+    assert padding_share(POEMS, 30, "front") < padding_share(POEMS, 30, "end")  # <bos> is a target in front
+    with pytest.raises(ValueError, match="side must be 'front' or 'end'"):
+        pad_fixed(POEMS, vocab, 30, "pre")
+
+
 def test_the_first_batches_are_timed_and_the_run_extrapolated_by_characters():
     groups = [[POEMS[k % 4]] * 2 for k in range(6)]
     reports = []
