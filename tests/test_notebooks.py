@@ -135,3 +135,53 @@ def test_no_table_source_or_widget_is_silently_dropped(path):
                for k, cell in enumerate(json.loads(path.read_text())["cells"]) if cell["cell_type"] == "code"
                for line in dropped_displays("".join(cell["source"]))]
     assert dropped == []
+
+
+# The book's training entry points: a chapter that calls one passes the device its setup cell chose, so that on a
+# GPU runtime the chapter trains on the GPU.
+TRAINING_CALLS = {"train", "train_poems", "train_run", "load_poems_model", "load_lm_run", "load_dates_model",
+                  "measure_cost"}
+
+
+def device_misses(source, imported):
+    """The lines of `source` that call a training entry point imported from lstm_lab without passing `device`,
+    and the lines of a cell that takes optimizer steps (`.step()`) without naming `device` or saying, in a
+    comment, why it stays on the CPU ("# on the CPU: ...")."""
+    source = re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M)
+    misses = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in TRAINING_CALLS & imported:
+            arguments = list(node.args) + [keyword.value for keyword in node.keywords]
+            if not any(isinstance(a, ast.Name) and a.id == "device" for a in arguments):
+                misses.append(node.lineno)
+    if re.search(r"\.step\(\)", source) and not re.search(r"\bdevice\b|# on the CPU:", source):
+        misses.append(next(k for k, line in enumerate(source.splitlines(), 1) if ".step()" in line))
+    return misses
+
+
+def lstm_lab_imports(path):
+    """The names a notebook imports from lstm_lab."""
+    names = set()
+    for cell in code_cells(path):
+        source = re.sub(r"^(\s*)[%!].*$", r"\1pass", "".join(cell["source"]), flags=re.M)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lstm_lab"):
+                names |= {alias.asname or alias.name for alias in node.names}
+    return names
+
+
+def test_the_device_check_finds_a_training_call_without_the_device():
+    assert device_misses("live = train_poems(config, out)", {"train_poems"}) == [1]
+    assert device_misses("live = train_poems(config, out, device)", {"train_poems"}) == []
+    assert device_misses("m, v = load_poems_model(out, device=device)", {"load_poems_model"}) == []
+    assert device_misses("train(cell, groups)", set()) == []  # a chapter's own function of that name
+    assert device_misses("model = PoemLM(9)\nfor b in data:\n    opt.step()", set()) == [3]
+    assert device_misses("model = PoemLM(9).to(device)\nopt.step()", set()) == []
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_training_cell_runs_on_the_chapters_device(path):
+    imported = lstm_lab_imports(path)
+    misses = [f"{path.name}, cell {k} line {line}" for k, cell in enumerate(json.loads(path.read_text())["cells"])
+              if cell["cell_type"] == "code" for line in device_misses("".join(cell["source"]), imported)]
+    assert misses == []
