@@ -8,6 +8,7 @@ else: every subcommand's options are parsed and checked here.
     python -m lstm_lab evaluate --out runs/small-lab [--split test --batch-size 1]
     python -m lstm_lab generate --out runs/small-lab --prompt "the market" --steps 30 --temperature 0.8 --top-k 40
     python -m lstm_lab poems train --out runs/poems --optimizer adam [--resume]
+    python -m lstm_lab poems estimate --hidden-size 512 --num-layers 2   (how long that training takes here)
     python -m lstm_lab poems generate --out runs/poems --acrostic 春夏秋冬 --form 5x4
     python -m lstm_lab dates train --out runs/dates --score general [--resume]
     python -m lstm_lab dates translate --out runs/dates "3 March 1999" "Mar 3, 99"   (or one per line on stdin)
@@ -21,6 +22,7 @@ Nothing in the package imports this module.  Introduced in chapter 6.
 """
 import argparse
 import math
+from dataclasses import asdict
 import os
 import sys
 import tempfile
@@ -37,11 +39,12 @@ from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device,
                                   stop_process_group, world_from_env)
 from lstm_lab.experiments import bench, throughput
 from lstm_lab.files import WriteError
+from lstm_lab.provenance import provenance
 from lstm_lab.generate import generate
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.lm_train import LanguageModelTask, check_streams, evaluate, load_lm_run
 from lstm_lab.poem_model import generate_poem
-from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, PoemsTask, load_poems_model
+from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, PoemsTask, cost_line, load_poems_model, measure_cost
 from lstm_lab.runs import RunError, train_in_folder, train_run
 from lstm_lab.runtime import amp_dtype, check_device, pick_device
 from lstm_lab.seq2seq import SCORES, check_beam
@@ -348,27 +351,21 @@ def add_run_options(train):
 
 
 def add_poems(sub):
-    """`poems train | generate`: chapter 8's Tang poem model."""
-    poems = add_subcommand(sub, "poems", help="chapter 8's Tang poems: train | generate")
-    action = poems.add_subparsers(dest="poems_command", required=True, metavar="{train,generate}")
+    """`poems train | estimate | generate`: chapter 8's Tang poem model."""
+    poems = add_subcommand(sub, "poems", help="chapter 8's Tang poems: train | estimate | generate")
+    action = poems.add_subparsers(dest="poems_command", required=True, metavar="{train,estimate,generate}")
     train = add_subcommand(action, "train", help="train a character model of Tang poems, checkpointing every epoch")
     train.add_argument("--out", required=True, type=run_folder, help="run folder for checkpoint.pt and results.json")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    train.add_argument("--lr", type=learning_rate, default=None, help="learning rate (default: the config's)")
-    train.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None)
-    train.add_argument("--hidden-size", type=int_in(1, MAX_WIDTH), default=None)
-    train.add_argument("--embed-size", type=int_in(1, MAX_WIDTH), default=None)
-    train.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None)
-    train.add_argument("--batch-size", type=positive_int, default=None)
-    train.add_argument("--dropout", type=dropout_probability, default=None)
-    train.add_argument("--patience", type=non_negative_int, default=None,
-                       help="stop after this many epochs without a better validation perplexity (0: never)")
-    train.add_argument("--max-poems", type=non_negative_int, default=None, help="train on the first N poems (0: all)")
-    train.add_argument("--forms", default=None, help="only poems of these forms, e.g. 5x4 or 5x4,7x4 (default: all)")
-    train.add_argument("--min-count", type=positive_int, default=None,
-                       help="vocabulary: characters seen at least this often in training")
-    train.add_argument("--init", choices=INIT_SCHEMES, default=None, help="initialisation scheme (chapter 8)")
+    add_poems_config(train)
     add_run_options(train)
+    estimate = add_subcommand(action, "estimate", help="how long `poems train` with these options takes here: a "
+                                                       "few batches trained and timed, no run folder")
+    add_poems_config(estimate)
+    estimate.add_argument("--seed", type=seed_value, default=0)
+    estimate.add_argument("--batches", type=int_in(1, MAX_REPEATS), default=20,
+                          help="batches timed, after one that warms up (default 20)")
+    estimate.add_argument("--json", type=writable_file, default=None, help="write the estimate and its provenance here")
+    add_common(estimate)
     generate = add_subcommand(action, "generate", help="write a poem of a form, from a first character or an acrostic")
     generate.add_argument("--out", required=True, type=trained_run, help="run folder written by poems train")
     generate.add_argument("--form", default="5x4", help="characters x lines: 5x4, 7x4, 5x8 or 7x8")
@@ -377,9 +374,29 @@ def add_poems(sub):
     generate.add_argument("--acrostic", default=None, help="one character per line, each line starts with it")
     generate.add_argument("--temperature", type=non_negative_float, default=0.8, help="0: greedy")
     generate.add_argument("--top-k", type=positive_int, default=None)
-    generate.add_argument("--seed", type=seed_value, default=0)
+    generate.add_argument("--seed", type=seed_value, default=None,
+                          help="the same seed writes the same poem again (default: a fresh one, printed)")
     add_common(generate)
 
+
+
+def add_poems_config(parser):
+    """The options of a poem model and its training (`PoemsConfig`), shared by `poems train` and `poems estimate`."""
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    parser.add_argument("--lr", type=learning_rate, default=None, help="learning rate (default: the config's)")
+    parser.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None)
+    parser.add_argument("--hidden-size", type=int_in(1, MAX_WIDTH), default=None)
+    parser.add_argument("--embed-size", type=int_in(1, MAX_WIDTH), default=None)
+    parser.add_argument("--num-layers", type=int_in(1, MAX_LAYERS), default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--dropout", type=dropout_probability, default=None)
+    parser.add_argument("--patience", type=non_negative_int, default=None,
+                        help="stop after this many epochs without a better validation perplexity (0: never)")
+    parser.add_argument("--max-poems", type=non_negative_int, default=None, help="train on the first N poems (0: all)")
+    parser.add_argument("--forms", default=None, help="only poems of these forms, e.g. 5x4 or 5x4,7x4 (default: all)")
+    parser.add_argument("--min-count", type=positive_int, default=None,
+                        help="vocabulary: characters seen at least this often in training")
+    parser.add_argument("--init", choices=INIT_SCHEMES, default=None, help="initialisation scheme (chapter 8)")
 
 def add_dates(sub):
     """`dates train | translate`: chapter 9's date translator."""
@@ -590,30 +607,50 @@ def generate_command(args, argv):
 
 
 def poems_command(args, argv):
-    """`poems train`: train or resume a poem model; `poems generate`: one poem of a form."""
-    out = Path(args.out)
+    """`poems train`: train or resume a poem model; `poems estimate`: how long that takes here; `poems generate`:
+    one poem of a form."""
     if args.poems_command == "generate":
-        model, vocab = load_poems_model(out, args.device)
+        model, vocab = load_poems_model(Path(args.out), args.device)
         try:
-            print(generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
-                                args.seed, args.prompt))
+            poem = generate_poem(model, vocab, args.form, args.first, args.acrostic, args.temperature, args.top_k,
+                                 args.seed, args.prompt)
+            print(f"{poem}  (seed {poem.seed}: --seed {poem.seed} writes it again)")
         except ValueError as error:
             raise UsageError(str(error)) from None
         return 0
-    overrides = {"optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs, "hidden_size": args.hidden_size,
-                 "embed_size": args.embed_size, "num_layers": args.num_layers, "batch_size": args.batch_size,
-                 "max_poems": args.max_poems, "seed": args.seed, "dropout": args.dropout, "patience": args.patience,
-                 "forms": args.forms, "min_count": args.min_count, "init": args.init}
-    try:
-        config = PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    config = poems_config(args)
+    if args.poems_command == "estimate":
+        return estimate_command(args, argv, config)
+    out = Path(args.out)
     results = train_in_folder(out, args.resume, lambda has_run: train_run(
         PoemsTask, {"poems": config}, out, has_run, args.device, argv, args.results, args.epochs,
         data_dir=args.data_dir))
     for sample in results.get("samples", []):  # none when the run diverged
         settings = ", ".join(f"{k} {v}" for k, v in sample.items() if k != "poem")
         print(f"{sample['poem']}  ({settings})")
+    return 0
+
+
+def poems_config(args):
+    """The `PoemsConfig` of `poems train` or `poems estimate`: the config's defaults, overridden by the options given."""
+    overrides = {"optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs, "hidden_size": args.hidden_size,
+                 "embed_size": args.embed_size, "num_layers": args.num_layers, "batch_size": args.batch_size,
+                 "max_poems": args.max_poems, "seed": args.seed, "dropout": args.dropout, "patience": args.patience,
+                 "forms": args.forms, "min_count": args.min_count, "init": args.init}
+    try:
+        return PoemsConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def estimate_command(args, argv, config):
+    """`poems estimate`: train and time a few batches of `config`, print the estimate, record it with --json."""
+    estimate = measure_cost(config, args.device, args.batches, args.data_dir)
+    print(f"{estimate['parameters']:,} parameters; an epoch: {estimate['epoch_batches']:,} batches, "
+          f"{estimate['epoch_characters']:,} characters; timed over {estimate['batches_measured']} batches")
+    print(cost_line(estimate, args.device, config.epochs))
+    if args.json:
+        atomic_write_json({"config": asdict(config), **estimate, **provenance(argv, args.device)}, Path(args.json))
     return 0
 
 

@@ -4,8 +4,11 @@ and poems generated to a form.
 A batch pads the poems to its longest one with <pad> (`lstm_lab.data.poems.pad_batch`); the loss is the mean
 over the real characters only (`masked_nll`), which is the perplexity per character of the poems.  `generate_poem`
 writes a poem of a form from a first character, a prompt, or an acrostic (藏头诗: line k starts with the k-th
-given character), placing the punctuation itself.  Introduced in chapter 8.
+given character), placing the punctuation itself, and returns it as a `Poem`: the text, with the seed that
+drew it.  Introduced in chapter 8.
 """
+import secrets
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +22,7 @@ from lstm_lab.generate import sample_next
 from lstm_lab.lstm import LSTM
 from lstm_lab.model import check_lengths, check_pad_id, check_token_ids, checkable
 
-__all__ = ["masked_nll", "batching_candidates", "PoemLM", "generate_poem"]
+__all__ = ["masked_nll", "batching_candidates", "PoemLM", "Poem", "fresh_seed", "generate_poem"]
 
 
 def masked_nll(logits, targets, pad_id, how="ignore_index"):
@@ -170,12 +173,32 @@ def forced_characters(form, first, prompt, acrostic, vocab):
     return {k: ch for k, ch in enumerate(prompt) if ch not in PUNCTUATION}
 
 
+class Poem(str):
+    """A generated poem: the text itself (a str), and `seed`, the seed it was drawn with, so that
+    `generate_poem(..., seed=poem.seed)` with the same model and settings writes it again.  Chapter 8."""
+
+    def __new__(cls, text, seed):
+        poem = super().__new__(cls, text)
+        poem.seed = seed
+        return poem
+
+
+def fresh_seed():
+    """A seed no earlier call chose: 0 to 2**32 - 1 (what `--seed` takes), from the operating system's randomness,
+    not from torch's or numpy's generators, so seeding a notebook does not fix it.  Chapter 8."""
+    return secrets.randbelow(2**32)
+
+
 @torch.no_grad()
-def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperature=0.8, top_k=None, seed=0,
+def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperature=0.8, top_k=None, seed=None,
                   prompt=None):
     """A poem of `form`, its lines closed by ， and 。 in turn, the punctuation placed by the form.
     first: the character the poem starts with; prompt: the poem's beginning ("白日依山尽，黄"); acrostic: one
     character per line, each line starting with it (藏头诗).  temperature 0 decodes greedily.
+
+    seed: None draws a fresh one for every call (`fresh_seed`), so two calls write two poems; give one to get
+    the same poem again.  Returns a `Poem`, a str whose `seed` says which seed drew it.  The same seed with other
+    starts reuses the same random draws, so its poems share much of their shape: compare poems with a seed each.
 
     Raises ValueError for an unknown form, characters the vocabulary lacks, or a start the form cannot take.
     Chapter 8."""
@@ -184,8 +207,9 @@ def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperatu
                         f"{type(model).__name__} and {type(vocab).__name__}")
     slots = poem_slots(form)
     forced = forced_characters(form, first, prompt, acrostic, vocab)
+    seed = fresh_seed() if seed is None else seed
     if not whole_number(seed) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (or None: a fresh one), got {seed!r}")
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -199,4 +223,4 @@ def generate_poem(model, vocab, form="5x4", first=None, acrostic=None, temperatu
         ch_id = vocab.stoi[ch] if ch else sample_next(logits[0], temperature, top_k, generator, banned)
         poem.append(vocab.itos[ch_id])
         logits, state = model.step(torch.tensor([ch_id], device=device), state)
-    return "".join(poem)
+    return Poem("".join(poem), seed)

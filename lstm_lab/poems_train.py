@@ -8,20 +8,22 @@
 The poems' part of the book's one training loop (`lstm_lab.train`): batches of poems bucketed by length, the
 masked loss as the step (`poem_step`), validation perplexity per character (`PoemsTask`).  The run folder is
 the same as every model's (`lstm_lab.runs`): checkpoint.pt, best.pt, vocab.json, results.json (validation
-perplexity per character after every epoch, then test perplexity of the best epoch and sample poems, with
-provenance).  The order of the batches in epoch e depends only on the seed and e, and the checkpoint holds
+perplexity per character after every epoch, then the test perplexity of the best epoch -- with the share of
+<unk> targets and the perplexity without them, `poem_scores` -- and sample poems, with provenance).  The order of the batches in epoch e depends only on the seed and e, and the checkpoint holds
 every random generator's state, so a resumed run equals an uninterrupted one, dropout included.  Introduced in
 chapter 8.
 """
 import math
+import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from lstm_lab.config import InputError, check_epochs, check_lr
-from lstm_lab.data.corpus import PAD, Vocab
+from lstm_lab.data.corpus import PAD, UNK, Vocab
 from lstm_lab.data.poems import FORMS, batches, check_form, load_poems, pad_batch, poem_form, poem_vocab
 from lstm_lab.distributed import SINGLE
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
@@ -30,8 +32,8 @@ from lstm_lab.runs import open_run, train_in_folder, train_run
 from lstm_lab.runtime import pick_device
 from lstm_lab.train import best_epoch, constant_lr, perplexity, train_epoch
 
-__all__ = ["OPTIMIZERS", "PoemsConfig", "make_optimizer", "poem_perplexity", "loss_curve", "PoemsTask", "train_poems",
-           "load_poems_model"]
+__all__ = ["OPTIMIZERS", "PoemsConfig", "make_optimizer", "poem_perplexity", "poem_scores", "loss_curve", "PoemsTask",
+           "train_poems", "load_poems_model", "TimedBatches", "cost_estimate", "cost_line", "measure_cost"]
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw")
 
@@ -92,16 +94,35 @@ def make_optimizer(name, parameters, lr):
 
 @torch.no_grad()
 def poem_perplexity(model, poems, vocab, device=None, batch_size=256):
-    """Perplexity per character of `poems` (their characters and <eos>, never the padding).  Chapter 8."""
+    """Perplexity per character of `poems` (their characters and <eos>, never the padding; a character the
+    vocabulary lacks is a <unk> target and counts like any other: see `poem_scores`).  Chapter 8."""
+    return poem_scores(model, poems, vocab, device, batch_size)["ppl"]
+
+
+@torch.no_grad()
+def poem_scores(model, poems, vocab, device=None, batch_size=256):
+    """The perplexity per character of `poems` and what <unk> does to it:
+
+      ppl              over every real target (characters and <eos>), <unk> targets included: `poem_perplexity`
+      unk_share        the share of those targets that are <unk> (characters outside the vocabulary)
+      ppl_without_unk  over the other targets only: the <unk> targets left out of the mean
+
+    A model predicts <unk> for every rare character at once, so <unk> targets are easier than real ones, and the
+    more of them a split holds the lower its `ppl`.  Chapter 8."""
     model.eval()
     device = device or next(model.parameters()).device
-    total, count = 0.0, 0
+    pad, unk = vocab.stoi[PAD], vocab.stoi.get(UNK)
+    nll, count = {"all": 0.0, "known": 0.0}, {"all": 0, "known": 0}
     for group in batches(poems, batch_size):
-        inputs, targets, lengths = (t.to(device) for t in pad_batch(group, vocab))
-        real = int((targets != vocab.stoi[PAD]).sum())
-        total += masked_nll(model(inputs, lengths), targets, vocab.stoi[PAD]).item() * real
-        count += real
-    return perplexity(total, count)
+        inputs, targets, lengths = (t.to(device) for t in pad_batch(group, vocab))  # (T, B), (T, B), (B,)
+        token_nll = F.cross_entropy(model(inputs, lengths).flatten(0, 1), targets.flatten(), reduction="none")
+        real = targets.flatten() != pad  # (T*B,)
+        known = real & (targets.flatten() != unk)
+        for name, mask in (("all", real), ("known", known)):
+            nll[name] += token_nll[mask].double().sum().item()
+            count[name] += int(mask.sum())
+    return {"ppl": perplexity(nll["all"], count["all"]), "unk_share": 1 - count["known"] / count["all"],
+            "ppl_without_unk": perplexity(nll["known"], count["known"]) if count["known"] else math.nan}
 
 
 def poem_step(model, poems, vocab):
@@ -115,13 +136,71 @@ def poem_step(model, poems, vocab):
     return loss, {"nll": loss.item() * real, "characters": real, "losses": [loss.item()]}
 
 
-def poems_epoch(model, poems, optimizer, config, epoch, vocab, progress=False):
+def epoch_batches(poems, config, epoch):
+    """The bucketed batches of epoch `epoch`, in an order fixed by (seed, epoch)."""
+    return batches(poems, config.batch_size, torch.Generator().manual_seed(config.seed * 1000 + epoch))
+
+
+def poems_epoch(model, poems, optimizer, config, epoch, vocab, progress=False, timed=None):
     """One pass over the training poems in bucketed batches, in an order fixed by (seed, epoch).
+    timed(groups) -> groups: wraps the batches (`TimedBatches` measures the speed of the first ones).
 
     Returns `train_epoch`'s stats: "nll", "characters", "losses" (one per batch), "seconds"."""
-    generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    return train_epoch(model, batches(poems, config.batch_size, generator), partial(poem_step, vocab=vocab),
-                       optimizer, config.clip_norm, progress=progress, desc=f"epoch {epoch}")
+    groups = epoch_batches(poems, config, epoch)
+    return train_epoch(model, timed(groups) if timed else groups, partial(poem_step, vocab=vocab), optimizer,
+                       config.clip_norm, progress=progress, desc=f"epoch {epoch}")
+
+
+class TimedBatches:
+    """The batches of poems `groups`, unchanged (a list `train_epoch` can count), with the training of batches 2 to
+    measured + 1 timed -- the first warms up: allocations, kernel choices -- and report(seconds, characters trained
+    in them) called once they are done.  An epoch of fewer batches reports what it measured.  Chapter 8."""
+
+    def __init__(self, groups, device, report, measured=20):
+        self.groups, self.device, self.report, self.measured = groups, torch.device(device), report, measured
+
+    def __len__(self):
+        return len(self.groups)
+
+    def now(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the GPU's queued work is part of the batches' time
+        return time.perf_counter()
+
+    def __iter__(self):
+        start, characters = None, 0
+        for k, group in enumerate(self.groups):  # resumed here once batch k - 1 was trained
+            if k == 1:
+                start = self.now()
+            elif k == self.measured + 1:
+                self.report(self.now() - start, characters)
+                start = None
+            if 1 <= k <= self.measured:
+                characters += sum(len(poem) + 1 for poem in group)  # its real targets: characters and <eos>
+            yield group
+        if start is not None and characters:
+            self.report(self.now() - start, characters)
+
+
+def cost_estimate(seconds, characters, epoch_characters, epochs):
+    """{"characters_per_second", "epoch_seconds", "run_seconds"}: an epoch of `epoch_characters` real characters
+    and `epochs` of them, at the speed measured (`characters` trained in `seconds`).  Chapter 8."""
+    speed = characters / seconds
+    return {"characters_per_second": speed, "epoch_seconds": epoch_characters / speed,
+            "run_seconds": epochs * epoch_characters / speed}
+
+
+def duration(seconds):
+    """"40 s", "12 min", "3.4 h": a time as a reader takes it in."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def cost_line(estimate, device, epochs):
+    """One line: the measured speed and what it means for an epoch and for the run.  Chapter 8."""
+    return (f"measured on {device}: {estimate['characters_per_second']:,.0f} characters/s, so about "
+            f"{duration(estimate['epoch_seconds'])} an epoch and {duration(estimate['run_seconds'])} for {epochs} "
+            "epochs (fewer if early stopping ends the run)")
 
 
 def loss_curve(losses, points=20):
@@ -153,6 +232,7 @@ class PoemsTask:
         self.config, self.configs, self.splits, self.vocab = config, {"poems": config}, splits, vocab
         self.training = splits["train"][:config.max_poems or None]
         self.device = torch.device(device)
+        self.estimated = False  # the speed is measured, and the run's time estimated, once per session
 
     @classmethod
     def load(cls, configs, device, data_dir=None, world=SINGLE, progress=False):
@@ -169,7 +249,18 @@ class PoemsTask:
 
     # --- the training loop's part (`fit`)
     def train_epoch(self, model, optimizer, epoch, scaler=None, progress=False):
-        return poems_epoch(model, self.training, optimizer, self.config, epoch, self.vocab, progress)
+        timed = None
+        if not self.estimated:  # the first epoch of this session: say early how long the run will take
+            self.estimated = True
+            epochs_left = self.config.epochs - epoch + 1
+            epoch_characters = sum(len(poem) + 1 for poem in self.training)
+
+            def report(seconds, characters):
+                estimate = cost_estimate(seconds, characters, epoch_characters, epochs_left)
+                print(cost_line(estimate, self.device, epochs_left), flush=True)
+
+            timed = partial(TimedBatches, device=self.device, report=report)
+        return poems_epoch(model, self.training, optimizer, self.config, epoch, self.vocab, progress, timed)
 
     def train_record(self, stats):
         return {"train_ppl": perplexity(stats["nll"], stats["characters"]), "loss_curve": loss_curve(stats["losses"])}
@@ -211,10 +302,13 @@ class PoemsTask:
         best_at = best_epoch(run_state["history"])  # >= 1: a run that diverged is not tested (`lstm_lab.runs`)
         if best_at != run_state["epoch"]:
             load_best(model)
-        test_ppl = poem_perplexity(model, self.splits["test"], self.vocab, self.device)
-        print(f"test perplexity per character {test_ppl:.2f} (best validation epoch {best_at})")
-        return {"test_ppl": test_ppl, "samples": sample_poems(model, self.vocab, self.config.form_names() or
-                                                              ["5x4", "7x4"])}
+        test = poem_scores(model, self.splits["test"], self.vocab, self.device)
+        print(f"test perplexity per character {test['ppl']:.2f} (best validation epoch {best_at}); "
+              f"{test['unk_share']:.1%} of the test targets are <unk> (characters outside the vocabulary): "
+              f"without them {test['ppl_without_unk']:.2f}")
+        return {"test_ppl": test["ppl"], "test_unk_share": test["unk_share"],
+                "test_ppl_without_unk": test["ppl_without_unk"],
+                "samples": sample_poems(model, self.vocab, self.config.form_names() or ["5x4", "7x4"])}
 
 
 def train_poems(config, out, device=None, resume=False, argv=(), data_dir=None, results=None, progress=False):
@@ -230,13 +324,38 @@ def train_poems(config, out, device=None, resume=False, argv=(), data_dir=None, 
         data_dir=data_dir))
 
 
-SAMPLE_SETTINGS = (  # the poems a finished run writes into its results, per form it was trained on
-    {"temperature": 0.0},  # greedy
+def measure_cost(config, device=None, measured=20, data_dir=None):
+    """How long training `config` takes here, without a run folder: trains batches 1 to measured + 1 of epoch 1
+    (`TimedBatches`: the first warms up) and extrapolates by characters to an epoch and to config.epochs.
+
+    Returns `cost_estimate`'s numbers plus "device", "batches_measured", "epoch_batches", "epoch_characters",
+    "epochs" and "parameters".  Chapter 8."""
+    device = pick_device(device)
+    task = PoemsTask.load({"poems": config}, device, data_dir)
+    torch.manual_seed(config.seed)
+    model = task.build_model().to(device)
+    groups = epoch_batches(task.training, config, 1)
+    if len(groups) < 2:
+        raise InputError(f"{len(task.training)} training poems make {len(groups)} batch of {config.batch_size}: "
+                         "measuring needs two or more (one warms up)")
+    found = []
+    timed = TimedBatches(groups[:measured + 1], device, lambda seconds, chars: found.append((seconds, chars)),
+                         measured)
+    train_epoch(model, timed, partial(poem_step, vocab=task.vocab), task.make_optimizer(model), config.clip_norm)
+    epoch_characters = sum(len(poem) + 1 for poem in task.training)
+    return {**cost_estimate(*found[0], epoch_characters, config.epochs), "device": str(device),
+            "batches_measured": min(measured, len(groups) - 1), "epoch_batches": len(groups),
+            "epoch_characters": epoch_characters, "epochs": config.epochs,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+SAMPLE_SETTINGS = (  # the poems a finished run writes into its results, per form; each drawn one with its seed
+    {"temperature": 0.0},  # greedy: nothing is drawn
     {"temperature": 0.8, "top_k": 20, "seed": 0},
     {"temperature": 0.8, "top_k": 20, "seed": 1},
     {"temperature": 1.0, "seed": 0},
-    {"first": "月", "temperature": 0.8, "top_k": 20},
-    {"acrostic": "春夏秋冬", "temperature": 0.8, "top_k": 20},
+    {"first": "月", "temperature": 0.8, "top_k": 20, "seed": 0},
+    {"acrostic": "春夏秋冬", "temperature": 0.8, "top_k": 20, "seed": 0},
 )
 
 
@@ -250,7 +369,8 @@ def sample_poems(model, vocab, forms):
                 continue
             if any(ch not in vocab.stoi for ch in settings.get("acrostic", "") + settings.get("first", "")):
                 continue
-            samples.append({"form": form, **settings, "poem": generate_poem(model, vocab, form, **settings)})
+            poem = generate_poem(model, vocab, form, **{"seed": 0, **settings})  # greedy too: nothing left to chance
+            samples.append({"form": form, **settings, "poem": str(poem)})
     return samples
 
 

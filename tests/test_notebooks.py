@@ -71,16 +71,117 @@ def test_the_api_page_has_a_section_for_every_module():
     assert calls == [f'module_reference(importlib.import_module("lstm_lab.{name}"))' for name in modules]
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
-def test_no_table_or_source_is_silently_dropped(path):
-    """A cell shows only its last expression: a show_table or show_source call above it must be display()ed."""
-    dropped = []
-    for cell in json.loads(path.read_text())["cells"]:
-        source = "".join(cell["source"])
-        if cell["cell_type"] != "code" or re.search(r"^\s*[%!]", source, re.M):
+# The book's helpers whose result is something to display (a Markdown table or source, a widget): a cell shows
+# only the value of its last line, so anywhere else such a call must be wrapped in display(...).  Figures need no
+# such care: the notebook shows every figure pyplot drew, wherever it was drawn.
+DISPLAYED = {"show_table", "show_source", "module_reference", "gate_explorer"}
+TOC_NOTEBOOKS = [ROOT / f"{name}.ipynb" for name in re.findall(r"^\s*-?\s*(?:file|root):\s*(\S+)",
+                                                                (ROOT / "_toc.yml").read_text(), re.M)
+                 if (ROOT / f"{name}.ipynb").is_file()]
+
+
+def dropped_displays(source, helpers=DISPLAYED):
+    """The lines of `source` (one code cell) that call one of `helpers` whose result the cell never shows: neither
+    the whole of the cell's last expression (and not silenced by a trailing ";") nor an argument of display()."""
+    source = re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M)  # magics and shell lines: not Python
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    last = tree.body[-1] if tree.body else None
+    shown = last.value if isinstance(last, ast.Expr) and not source.rstrip().endswith(";") else None
+    name = lambda call: getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+    lines = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and name(node) in helpers) or node is shown:
             continue
-        for node in ast.parse(source).body[:-1]:
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
-                    and getattr(node.value.func, "id", "") in ("show_table", "show_source"):
-                dropped.append(f"{cell.get('id')}: {ast.unparse(node)[:60]}")
+        parent = parents.get(node)
+        if not (isinstance(parent, ast.Call) and name(parent) == "display" and node in parent.args):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_the_dropped_display_check_finds_every_way_to_drop_one():
+    assert dropped_displays("show_table(rows)") == []
+    assert dropped_displays("x = 1\ndisplay(show_table(rows))\nprint(x)") == []
+    assert dropped_displays("%matplotlib inline\nlstm_lab.book.show.show_source(f)") == []
+    assert dropped_displays("show_table(rows)\nprint(1)") == [1]  # not the last line
+    assert dropped_displays("show_table(rows);") == [1]  # silenced
+    assert dropped_displays("if ok:\n    show_table(rows)") == [2]  # the last line is an if, not an expression
+    assert dropped_displays("for r in runs:\n    show.show_source(r)") == [2]
+    assert dropped_displays("table = show_table(rows)") == [1]
+    assert dropped_displays("print(show_table(rows))") == [1]  # printed as an object, not shown
+    assert dropped_displays("gate_explorer(f=0.9), 1") == [1]  # a tuple is shown, not the explorer
+
+
+def test_the_check_knows_every_helper_that_returns_something_to_display():
+    """Every function of lstm_lab/book that returns a Markdown, an HTML or a LiveOrPicture object is in DISPLAYED."""
+    displayable = {"Markdown", "HTML", "LiveOrPicture"}
+    found = set()
+    for path in sorted((ROOT / "lstm_lab" / "book").glob("*.py")):
+        for function in ast.parse(path.read_text()).body:
+            if isinstance(function, ast.FunctionDef) and not function.name.startswith("_") and any(
+                    isinstance(node, ast.Return) and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", None) in displayable for node in ast.walk(function)):
+                found.add(function.name)
+    assert found == DISPLAYED
+
+
+def test_every_page_of_the_book_is_checked():
+    assert (ROOT / "appendix" / "api.ipynb") in TOC_NOTEBOOKS and set(CHAPTERS) <= set(TOC_NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", TOC_NOTEBOOKS, ids=lambda p: p.name)
+def test_no_table_source_or_widget_is_silently_dropped(path):
+    dropped = [f"{path.name}, cell {k} line {line}: {''.join(cell['source']).splitlines()[line - 1].strip()[:60]}"
+               for k, cell in enumerate(json.loads(path.read_text())["cells"]) if cell["cell_type"] == "code"
+               for line in dropped_displays("".join(cell["source"]))]
     assert dropped == []
+
+
+# The book's training entry points: a chapter that calls one passes the device its setup cell chose, so that on a
+# GPU runtime the chapter trains on the GPU.
+TRAINING_CALLS = {"train", "train_poems", "train_run", "load_poems_model", "load_lm_run", "load_dates_model",
+                  "measure_cost"}
+
+
+def device_misses(source, imported):
+    """The lines of `source` that call a training entry point imported from lstm_lab without passing `device`,
+    and the lines of a cell that takes optimizer steps (`.step()`) without naming `device` or saying, in a
+    comment, why it stays on the CPU ("# on the CPU: ...")."""
+    source = re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M)
+    misses = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in TRAINING_CALLS & imported:
+            arguments = list(node.args) + [keyword.value for keyword in node.keywords]
+            if not any(isinstance(a, ast.Name) and a.id == "device" for a in arguments):
+                misses.append(node.lineno)
+    if re.search(r"\.step\(\)", source) and not re.search(r"\bdevice\b|# on the CPU:", source):
+        misses.append(next(k for k, line in enumerate(source.splitlines(), 1) if ".step()" in line))
+    return misses
+
+
+def lstm_lab_imports(path):
+    """The names a notebook imports from lstm_lab."""
+    names = set()
+    for cell in code_cells(path):
+        source = re.sub(r"^(\s*)[%!].*$", r"\1pass", "".join(cell["source"]), flags=re.M)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lstm_lab"):
+                names |= {alias.asname or alias.name for alias in node.names}
+    return names
+
+
+def test_the_device_check_finds_a_training_call_without_the_device():
+    assert device_misses("live = train_poems(config, out)", {"train_poems"}) == [1]
+    assert device_misses("live = train_poems(config, out, device)", {"train_poems"}) == []
+    assert device_misses("m, v = load_poems_model(out, device=device)", {"load_poems_model"}) == []
+    assert device_misses("train(cell, groups)", set()) == []  # a chapter's own function of that name
+    assert device_misses("model = PoemLM(9)\nfor b in data:\n    opt.step()", set()) == [3]
+    assert device_misses("model = PoemLM(9).to(device)\nopt.step()", set()) == []
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_training_cell_runs_on_the_chapters_device(path):
+    imported = lstm_lab_imports(path)
+    misses = [f"{path.name}, cell {k} line {line}" for k, cell in enumerate(json.loads(path.read_text())["cells"])
+              if cell["cell_type"] == "code" for line in device_misses("".join(cell["source"]), imported)]
+    assert misses == []

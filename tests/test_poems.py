@@ -1,6 +1,7 @@
 """Chapter 8's Tang poems: split, forms, vocabulary, padded batches, the masked loss, the packed model and
 poems generated to a form."""
 import json
+import math
 import os
 from pathlib import Path
 
@@ -8,13 +9,14 @@ import pytest
 import torch
 
 from lstm_lab.cli import main
-from lstm_lab.data.corpus import PAD
+from lstm_lab.data.corpus import PAD, UNK
 from lstm_lab.data.poems import (FORMS, batches, encode_poem, load_poems, pad_batch, pad_fixed, padding_share,
                                  poem_form, poem_split, poem_vocab)
 from lstm_lab.generate import sample_next
 from lstm_lab.init import INIT_SCHEMES, initialise_, unit_spread
 from lstm_lab.poem_model import PoemLM, batching_candidates, generate_poem, masked_nll
-from lstm_lab.poems_train import PoemsConfig, load_poems_model, train_poems
+from lstm_lab.poems_train import (PoemsConfig, TimedBatches, cost_estimate, load_poems_model, poem_perplexity,
+                                  poem_scores, train_poems)
 
 QUATRAIN = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
 POEMS = [QUATRAIN, "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓，处处闻啼鸟。",
@@ -110,6 +112,22 @@ def test_generated_poems_keep_the_form_and_the_acrostic():
         generate_poem(model, vocab, "5x4", acrostic="白黄")
     with pytest.raises(ValueError, match="first must be one character"):
         generate_poem(model, vocab, "5x4", first="白日")
+
+
+def test_every_call_draws_a_fresh_seed_and_reports_it():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS)
+    model = PoemLM(len(vocab), 8, 12, num_layers=1)
+    poems = [generate_poem(model, vocab, "5x4", acrostic="白黄欲更", temperature=1.0) for _ in range(5)]
+    assert len({poem.seed for poem in poems}) == 5 and len(set(poems)) > 1
+    torch.manual_seed(0)  # seeding torch does not fix the fresh seeds: they come from the operating system
+    again = generate_poem(model, vocab, "5x4", acrostic="白黄欲更", temperature=1.0)
+    assert again.seed not in {poem.seed for poem in poems}
+    for poem in poems:  # the reported seed writes the same poem again
+        assert generate_poem(model, vocab, "5x4", acrostic="白黄欲更", temperature=1.0, seed=poem.seed) == poem
+    assert generate_poem(model, vocab, "5x4", seed=5).seed == 5 and isinstance(poems[0], str)
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        generate_poem(model, vocab, "5x4", seed=-1)
 
 
 def reference_pick(logits, temperature, top_k, generator, banned):
@@ -224,12 +242,20 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
     a, b = (json.loads((folder / "results.json").read_text()) for folder in (straight, parts))
     assert [r["valid_ppl"] for r in a["history"]] == [r["valid_ppl"] for r in b["history"]]
     assert a["test_ppl"] == b["test_ppl"] and a["complete"]
+    assert 0 < a["test_unk_share"] < 1 and a["test_ppl_without_unk"] != a["test_ppl"]  # 300 training poems: many <unk>
     assert {(x["form"], poem_form(x["poem"])) for x in a["samples"]} == {("5x4", "5x4"), ("7x4", "7x4")}
     assert len(a["history"][0]["loss_curve"]) == 10 and 0 < a["history"][0]["unit_spread"]  # 10 batches of 32
     capsys.readouterr()
-    assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--form", "5x4"]) == 0
-    poem = capsys.readouterr().out.strip()
-    assert poem_form(poem) == "5x4" and poem[0] == "春"
+    lines = []
+    for seed in ([], [], ["--seed", "7"]):
+        assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--form", "5x4", *seed]) == 0
+        lines.append(capsys.readouterr().out.strip())
+    poems = [line.split("  (seed ")[0] for line in lines]
+    assert all(poem_form(poem) == "5x4" and poem[0] == "春" for poem in poems)
+    seeds = [int(line.split("(seed ")[1].split(":")[0]) for line in lines]
+    assert seeds[0] != seeds[1] and seeds[2] == 7  # a fresh seed each time, unless one is given; it is printed
+    assert main(["poems", "generate", "--out", str(straight), "--acrostic", "春夏秋冬", "--seed", str(seeds[0])]) == 0
+    assert capsys.readouterr().out.strip() == lines[0]  # the printed seed writes the same poem again
     with pytest.raises(SystemExit) as info:
         main(["poems", "generate", "--out", str(straight), "--form", "9x9"])
     assert info.value.code == 2 and "unknown form '9x9'" in capsys.readouterr().err
@@ -243,6 +269,48 @@ def test_the_command_line_trains_resumes_and_writes_poems(tmp_path, capsys):
         assert info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_fixed_length_batches_pad_in_front_or_at_the_end():
+    vocab = poem_vocab(POEMS)
+    pad = vocab.stoi[PAD]
+    for side in ("front", "end"):
+        inputs, targets = pad_fixed(POEMS, vocab, 30, side)
+        assert inputs.shape == targets.shape == (30, 4)
+        assert (targets == pad).float().mean().item() == pytest.approx(padding_share(POEMS, 30, side))
+        short = encode_poem(POEMS[2], vocab)  # 12 characters: 14 ids, 16 of padding
+        whole = torch.cat([inputs[:1, 2], targets[:, 2]])
+        assert whole.tolist() == (short.tolist() + [pad] * 17 if side == "end" else [pad] * 17 + short.tolist())
+    assert padding_share(POEMS, 30, "front") < padding_share(POEMS, 30, "end")  # <bos> is a target in front
+    with pytest.raises(ValueError, match="side must be 'front' or 'end'"):
+        pad_fixed(POEMS, vocab, 30, "pre")
+
+
+def test_the_first_batches_are_timed_and_the_run_extrapolated_by_characters():
+    groups = [[POEMS[k % 4]] * 2 for k in range(6)]
+    reports = []
+    timed = TimedBatches(groups, "cpu", lambda seconds, characters: reports.append((seconds, characters)), measured=3)
+    assert len(timed) == 6 and list(timed) == groups  # the batches pass unchanged
+    assert len(reports) == 1 and reports[0][1] == sum(len(p) + 1 for group in groups[1:4] for p in group)
+    short = []
+    list(TimedBatches(groups[:2], "cpu", lambda *measured: short.append(measured), measured=20))
+    assert len(short) == 1 and short[0][1] == 2 * (len(POEMS[1]) + 1)  # fewer batches: what was measured
+    assert cost_estimate(2.0, 1000, 50_000, 3) == {"characters_per_second": 500.0, "epoch_seconds": 100.0,
+                                                   "run_seconds": 300.0}
+
+
+@needs_tang
+def test_estimate_times_a_few_batches_and_training_says_its_cost_once(tmp_path, capsys):
+    record = tmp_path / "estimate.json"
+    assert main(["poems", "estimate", *TINY, "--epochs", "3", "--batches", "3", "--json", str(record)]) == 0
+    out = capsys.readouterr().out
+    estimate = json.loads(record.read_text())
+    assert estimate["batches_measured"] == 3 and estimate["epoch_batches"] == 10 and estimate["epochs"] == 3
+    assert estimate["run_seconds"] == pytest.approx(3 * estimate["epoch_seconds"])
+    assert estimate["config"]["hidden_size"] == 16 and "poems estimate" in estimate["command"]
+    assert "measured on cpu" in out and list(tmp_path.iterdir()) == [record]  # no run folder
+    assert main(["poems", "train", "--out", str(tmp_path / "run"), "--epochs", "2", *TINY]) == 0
+    assert capsys.readouterr().out.count("measured on cpu") == 1  # in the first epoch of the session only
+
+
 @needs_tang
 def test_a_run_on_one_form_keeps_that_form_in_every_split(tmp_path):
     config = PoemsConfig(forms="5x4", epochs=1, max_poems=64, hidden_size=8, embed_size=8, num_layers=1,
@@ -254,6 +322,24 @@ def test_a_run_on_one_form_keeps_that_form_in_every_split(tmp_path):
     kept = [p for p in splits["train"] if poem_form(p) == "5x4"][:64]
     twice = {ch for ch in set("".join(kept)) if sum(p.count(ch) for p in kept) >= 2}
     assert set(vocab.itos[4:]) == twice  # the vocabulary comes from the kept training poems only
+
+
+def test_poem_scores_count_the_unk_targets_apart():
+    torch.manual_seed(0)
+    vocab = poem_vocab(POEMS[:2])  # the other poems' new characters become <unk>
+    model = PoemLM(len(vocab), 8, 12, num_layers=1).eval()
+    held_out = POEMS[1:]
+    known, unknown = [], []  # each target's NLL, poem by poem, one at a time
+    for poem in held_out:
+        ids = encode_poem(poem, vocab)
+        log_probs = torch.log_softmax(model(ids[:-1, None])[:, 0], dim=-1)
+        for t, target in enumerate(ids[1:].tolist()):
+            (unknown if target == vocab.stoi[UNK] else known).append(-log_probs[t, target].item())
+    scores = poem_scores(model, held_out, vocab)
+    assert 0 < scores["unk_share"] == pytest.approx(len(unknown) / (len(known) + len(unknown)))
+    assert scores["ppl"] == pytest.approx(math.exp(sum(known + unknown) / len(known + unknown)), rel=1e-5)
+    assert scores["ppl_without_unk"] == pytest.approx(math.exp(sum(known) / len(known)), rel=1e-5)
+    assert poem_perplexity(model, held_out, vocab) == scores["ppl"]
 
 
 def test_the_batching_candidates_compute_what_they_say():

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 
 from lstm_lab.cli import build_parser
-from lstm_lab.experiments.poems_study import (MAX_STEPS, STUDY_OPTIONS, init_name, learning_rate, optimizer_table,
-                                              run_name, search_steps, study_jobs)
+from lstm_lab.experiments.poems_study import (MAX_STEPS, POEMS_RECORDED, STUDY_CONFIG, STUDY_OPTIONS, init_name,
+                                              learning_rate, load_study, optimizer_table, run_name, search_steps,
+                                              study_configs, study_jobs, study_results)
+from lstm_lab.experiments.records import load_recorded_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +69,21 @@ def test_the_tool_builds_a_resuming_command_for_a_started_run(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.endswith("--resume") for line in lines[:3]] == [False, True, False]
     assert f"--results {tmp_path / 'rec' / 'sgd-lr0.1-seed0.json'}" in lines[1]
+
+
+def test_the_study_keeps_its_own_files_and_refuses_a_misnamed_one():
+    """A poem run of another kind in lstm_lab/recorded/poems (the whole corpus at 2 x 256) is no study run."""
+    name = run_name("adam", 1, 0)
+    ours = {**finished(150.0), "config": study_configs()[name]}
+    other = {**finished(40.0), "config": {**STUDY_CONFIG, "forms": "", "hidden_size": 256, "num_layers": 2,
+                                          "optimizer": "adam", "lr": 0.003, "seed": 0, "init": "default"}}
+    assert study_results({name: ours, "tang-all-2x256": other}) == {name: ours}
+    with pytest.raises(ValueError, match=r"adam-lr0.00316-seed0.json is named as a run of the poem studies"):
+        study_results({name: {**ours, "config": {**ours["config"], "forms": ""}}})
+
+
+def test_every_recorded_study_file_has_the_options_of_its_name():
+    recorded = load_recorded_folder(POEMS_RECORDED)
+    study = load_study()
+    assert study and set(study) <= set(recorded)
+    assert all(name in study_configs() for name in study)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from study_runner import REPO, make_folders, run_jobs  # noqa: E402
-from lstm_lab.experiments.poems_study import POEMS_RECORDED, STUDY_OPTIONS, study_jobs  # noqa: E402
+from lstm_lab.experiments.poems_study import POEMS_RECORDED, STUDY_OPTIONS, study_jobs, study_results  # noqa: E402
 from lstm_lab.experiments.records import load_results_folder  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def main(argv=None):
 
     def ready():
         jobs = []
-        for name, options in study_jobs(load_results_folder(args.record)):
+        for name, options in study_jobs(study_results(load_results_folder(args.record))):
             out = args.runs / name
             command = [sys.executable, "-m", "lstm_lab", "poems", "train", *STUDY_OPTIONS, *options,
                        "--device", args.device, "--threads", "1", "--out", str(out),

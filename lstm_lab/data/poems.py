@@ -5,8 +5,9 @@ Each poem belongs to train, valid or test by a hash of its text (5% test, 5% val
 change when the corpus is reordered, and two copies of a poem always land in the same split.
 
 A poem is read as <bos> c_1 ... c_n <eos>.  A batch pads the poems to its longest one with <pad> (the model and
-its masked loss are in `lstm_lab.poem_model`).  The widely copied reference pads every poem to a fixed length and
-counts the padding as targets: `padding_share` measures how much of its loss is padding.
+its masked loss are in `lstm_lab.poem_model`).  The widely copied reference (the poetry chapter of Chen Yun's
+PyTorch book, chenyuntc/pytorch-book) pads every poem in front to a fixed length, cuts what is longer, and counts
+the padding as targets: `pad_fixed` and `padding_share` do the same, in front or at the end.
 
 Forms ("5x4": four lines of five characters, ...): lines end in "，" and "。" alternately, as the corpus writes
 them; `poem_slots` lays a form out for `lstm_lab.poem_model.generate_poem`.  Introduced in chapter 8.
@@ -111,21 +112,28 @@ def batches(poems, batch_size, generator=None, bucket=True):
     return groups
 
 
-def pad_fixed(poems, vocab, fixed_len=125):
-    """(inputs, targets), each (fixed_len, B): the widely copied reference's batch.  Every <bos> poem <eos> is
-    cut or padded with <pad> to fixed_len + 1 ids, and all fixed_len targets count in its loss, padding
-    included.  Chapter 8."""
+def pad_fixed(poems, vocab, fixed_len=125, side="end"):
+    """(inputs, targets), each (fixed_len, B): every <bos> poem <eos> cut to its first fixed_len + 1 ids, or padded
+    with <pad> to that length, and every one of the fixed_len targets counted in the loss, padding included.
+    side="front" puts the padding before the poem, as the widely copied reference does (its loss then also has
+    <bos> as a target, after the padding); "end" after it.  Chapter 8."""
+    if side not in ("front", "end"):
+        raise ValueError(f"side must be 'front' or 'end', got {side!r}")
     ids = [encode_poem(poem, vocab)[:fixed_len + 1] for poem in poems]
     padded = torch.full((fixed_len + 1, len(ids)), vocab.stoi[PAD], dtype=torch.long)
     for b, t in enumerate(ids):
-        padded[:len(t), b] = t
+        if side == "end":
+            padded[:len(t), b] = t
+        else:
+            padded[fixed_len + 1 - len(t):, b] = t
     return padded[:-1], padded[1:]
 
 
-def padding_share(poems, fixed_len):
-    """The share of targets that are <pad> when every poem is padded (or cut) to `fixed_len` positions and
-    the padding is counted in the loss, as the widely copied reference does.  Chapter 8."""
-    real = sum(min(len(poem) + 1, fixed_len) for poem in poems)  # the poem's characters and its <eos>
+def padding_share(poems, fixed_len, side="end"):
+    """The share of targets that are <pad> when every poem is padded (or cut) to `fixed_len` positions and the
+    padding is counted in the loss (`pad_fixed`; side="front" as the widely copied reference does).  Chapter 8."""
+    extra = 1 if side == "front" else 0  # in front, <bos> is a target too: it follows the padding
+    real = sum(min(len(poem) + 1 + extra, fixed_len) for poem in poems)  # the poem's characters and its <eos>
     return 1 - real / (fixed_len * len(poems))
 
 

@@ -3,7 +3,9 @@ initialisation schemes.
 
 Every run is `python -m lstm_lab poems train` with STUDY_OPTIONS (the quatrains only, 1 x 256, at most
 STUDY_EPOCHS epochs, stopping after 2 without a better validation perplexity) plus its own options; its
-results JSON is lstm_lab/recorded/poems/<name>.json.
+results JSON is lstm_lab/recorded/poems/<name>.json.  That folder may hold other poem runs too (a model of the
+whole corpus, say): `study_results` keeps only the files the studies name, and refuses one of them that was
+trained with other options.
 
 The learning-rate rule, the same for every optimizer:
   1. start from the learning rate seed 002 used for it (SEED_002_LR) and try it times 10^(-1/2), 1, 10^(1/2);
@@ -18,18 +20,19 @@ Introduced in chapter 8.
 """
 import math
 
-from lstm_lab.experiments.records import format_spread, mean_and_spread
+from lstm_lab.experiments.records import format_spread, load_recorded_folder, mean_and_spread
 from lstm_lab.init import INIT_SCHEMES
 from lstm_lab.poems_train import OPTIMIZERS
 
-__all__ = ["POEMS_RECORDED", "STUDY_OPTIONS", "SEED_002_REPORT", "MAX_STEPS", "learning_rate", "run_name", "init_name",
-           "score", "search_steps", "study_jobs", "optimizer_table", "search_points", "chosen_runs", "init_runs"]
+__all__ = ["POEMS_RECORDED", "STUDY_CONFIG", "STUDY_OPTIONS", "SEED_002_REPORT", "MAX_STEPS", "learning_rate",
+           "run_name", "init_name", "study_configs", "study_results", "load_study", "score", "search_steps", "study_jobs", "optimizer_table", "search_points", "chosen_runs", "init_runs"]
 
 POEMS_RECORDED = "poems"  # the folder in lstm_lab/recorded/ that holds the studies' results
 STUDY_EPOCHS = 10
-STUDY_OPTIONS = ("--forms", "5x4", "--min-count", "2", "--embed-size", "128", "--hidden-size", "256",
-                 "--num-layers", "1", "--dropout", "0.2", "--batch-size", "64", "--epochs", str(STUDY_EPOCHS),
-                 "--patience", "2")
+STUDY_CONFIG = {"forms": "5x4", "min_count": 2, "embed_size": 128, "hidden_size": 256, "num_layers": 1,
+                "dropout": 0.2, "batch_size": 64, "epochs": STUDY_EPOCHS, "patience": 2}  # every run's PoemsConfig
+STUDY_OPTIONS = tuple(part for name, value in STUDY_CONFIG.items()
+                      for part in (f"--{name.replace('_', '-')}", str(value)))  # the same, as `poems train` options
 SEED_002_LR = {"sgd": 0.1, "momentum": 0.1, "adagrad": 0.01, "adam": 1e-3, "adamw": 1e-3}  # seed 002's table
 SEED_002_REPORT = {  # seed 002's table: (learning rate, reported validation perplexity, epoch it stopped at)
     "sgd": (0.1, 35.9, ">200"), "momentum": (0.1, 27.5, "77"), "adagrad": (0.01, 23.5, "20"),
@@ -51,6 +54,44 @@ def run_name(optimizer, step, seed):
 def init_name(scheme, seed):
     """'init-zeros-seed0'; the default scheme's run is the optimizer study's Adam run at 1e-3.  Chapter 8."""
     return run_name("adam", 0, seed) if scheme == "default" else f"init-{scheme}-seed{seed}"
+
+
+def study_configs():
+    """{run name: the PoemsConfig fields it is trained with} for every run the two studies can ask for.
+    Chapter 8."""
+    configs = {}
+    for optimizer in OPTIMIZERS:
+        for step in range(-MAX_STEPS, MAX_STEPS + 1):
+            for seed in STUDY_SEEDS:
+                configs[run_name(optimizer, step, seed)] = {**STUDY_CONFIG, "optimizer": optimizer, "seed": seed,
+                                                            "lr": learning_rate(optimizer, step), "init": "default"}
+    for scheme in INIT_SCHEMES:
+        for seed in STUDY_SEEDS:
+            configs[init_name(scheme, seed)] = {**STUDY_CONFIG, "optimizer": "adam", "seed": seed,
+                                                "lr": learning_rate("adam", 0), "init": scheme}
+    return configs
+
+
+def study_results(results):
+    """The studies' runs among `results` ({file name: results JSON}, as `load_results_folder` returns): the
+    files the studies name, each checked against the options it must have been trained with; other runs in
+    the folder are left out.  ValueError (one line) for a study file trained with other options.  Chapter 8."""
+    expected, chosen = study_configs(), {}
+    for name, result in results.items():
+        if name not in expected:
+            continue  # not a run of the studies (e.g. a model of the whole corpus)
+        differs = {k: (result.get("config", {}).get(k), v) for k, v in expected[name].items()
+                   if result.get("config", {}).get(k) != v}
+        if differs:
+            raise ValueError(f"{name}.json is named as a run of the poem studies but was trained with other options "
+                             f"(recorded, expected): {differs}")
+        chosen[name] = result
+    return chosen
+
+
+def load_study(folder=POEMS_RECORDED):
+    """`study_results` of the recorded folder `folder` (lstm_lab/recorded/poems).  Chapter 8."""
+    return study_results(load_recorded_folder(folder))
 
 
 def score(result):
