@@ -1,20 +1,21 @@
-"""lstm_lab.experiments.epoch_time: report 000's loop and its fixes train the same windows; the projection adds up
-growth."""
+"""lstm_lab.experiments.epoch_time: report 000's loop and its fixes train the same windows; the summary says what
+the windows measured."""
 import pytest
 import torch
 
 from lstm_lab.data.corpus import batchify
-from lstm_lab.experiments.epoch_time import LOOP_VARIANTS, LoopRunner, loop_model, project_epoch, time_variants
+from lstm_lab.experiments.epoch_time import LOOP_VARIANTS, LoopRunner, loop_model, time_variants, window_summary
 from lstm_lab.lm_train import graph_size
 
 
-def test_the_projection_adds_up_a_window_time_that_grows_linearly():
-    seconds = [9.0, 9.0] + [1.0 + 0.5 * k for k in range(2, 12)]  # two warm-up windows, then 1 + 0.5 k
-    grown = project_epoch(seconds, 100, grows=True)
-    assert grown["a"] == pytest.approx(1.0) and grown["b"] == pytest.approx(0.5)
-    assert grown["epoch"] == pytest.approx(100 * 1.0 + 0.5 * 100 * 99 / 2)
-    flat = project_epoch([9.0, 9.0, 2.0, 3.0, 2.5], 10, grows=False)
-    assert flat == {"a": 2.5, "b": 0.0, "epoch": 25.0}  # the median window, ten times
+def test_the_summary_gives_medians_of_the_early_and_last_windows_and_the_total():
+    seconds = [9.0, 9.0] + [1.0 + 0.5 * k for k in range(2, 12)] + [100.0]  # warm-up, growth, one slow window
+    summary = window_summary(seconds, warmup=2, early=4, last=3)
+    assert summary["early"] == pytest.approx(1.0 + 0.5 * 3.5)  # the median of windows 2..5
+    assert summary["last"] == pytest.approx(1.0 + 0.5 * 11)  # the median of the last three: 100 s does not count
+    assert summary["total"] == pytest.approx(sum(seconds))
+    with pytest.raises(ValueError, match="needs at least 6 timed windows, got 3"):
+        window_summary([1.0, 2.0, 3.0], warmup=2, early=4)
 
 
 def test_every_variant_trains_on_the_same_windows_and_only_registered_weights_learn():

@@ -10,7 +10,8 @@ minutes before its last change and seconds after it.  Its code, as the report sh
 
 `LOOP_VARIANTS` lists the loop as written and each fix added to the one before; `time_variants` trains every
 variant on the same windows, interleaved (a few windows of each in turn), and records the seconds of every
-window; `project_epoch` fits how the time per window grows and adds it up over an epoch.  Chapter 3.
+window; `window_summary` says what they measured, the early windows, the last ones and the total, with no model of
+how the time grows (a fitted line would extrapolate 30 windows to 603, and the growth is not a line).  Chapter 3.
 """
 import itertools
 import time
@@ -25,7 +26,7 @@ from lstm_lab.experiments.clinic import StudentLM
 from lstm_lab.experiments.timing import synchronize
 from lstm_lab.model import LanguageModel
 
-__all__ = ["LOOP_VARIANTS", "loop_model", "LoopRunner", "time_variants", "project_epoch"]
+__all__ = ["LOOP_VARIANTS", "loop_model", "LoopRunner", "time_variants", "window_summary"]
 
 # name -> (model, state_fix): "student" is clinic.StudentLM (per-gate `@`), "lab" lstm_lab.LSTM, "torch" nn.LSTM
 LOOP_VARIANTS = {
@@ -106,17 +107,13 @@ def time_variants(variants, source, seq_len, vocab_size, hidden_size, rounds, pe
     return runners
 
 
-def project_epoch(seconds, windows_per_epoch, grows, skip=2):
-    """Seconds an epoch of `windows_per_epoch` windows would take, from the measured seconds of the first ones.
-
-    A loop whose state is detached does the same work every window: its epoch is the median window times
-    the windows.  One that keeps the graph behind its state (grows=True) does more every window: fit
-    t_k = a + b k to windows skip.. (the first ones warm up) and add up a + b k over the epoch.
-    Returns {"a": seconds of a window at the start, "b": growth per window, "epoch": projected seconds}.  Chapter 3."""
-    seconds = np.asarray(seconds)[skip:]
-    if not grows:
-        a = float(np.median(seconds))
-        return {"a": a, "b": 0.0, "epoch": a * windows_per_epoch}
-    b, a = np.polyfit(np.arange(skip, skip + len(seconds)), seconds, 1)
-    return {"a": float(a), "b": float(b), "epoch": float(a * windows_per_epoch
-                                                       + b * windows_per_epoch * (windows_per_epoch - 1) / 2)}
+def window_summary(seconds, warmup=2, early=8, last=5):
+    """What one variant's timed windows measured: {"early": median seconds of the `early` windows after the
+    `warmup` first ones, "last": median seconds of the `last` windows, "total": seconds of all}.  The medians
+    keep one slow window (the machine's noise) from deciding a number.  Chapter 3."""
+    seconds = np.asarray(seconds, dtype=float)
+    if len(seconds) < warmup + early or len(seconds) < last:
+        raise ValueError(f"window_summary needs at least {max(warmup + early, last)} timed windows, "
+                         f"got {len(seconds)}")
+    return {"early": float(np.median(seconds[warmup:warmup + early])), "last": float(np.median(seconds[-last:])),
+            "total": float(seconds.sum())}
