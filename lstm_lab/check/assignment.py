@@ -64,7 +64,7 @@ class AssignmentConfig:
 
 
 PRESETS = {"cpu": AssignmentConfig(),  # about a minute for all four models on a 2-core CPU, one thread
-           "gpu": AssignmentConfig(name="gpu", hidden_size=256, windows=600)}  # the whole training text, wider
+           "gpu": AssignmentConfig(name="gpu", hidden_size=256, windows=600)}  # nearly all the training text, wider
 
 
 def preset_for(device):
@@ -97,8 +97,9 @@ def language_model(vocab_size, config, num_layers=1, lstm=None):
 
 def train_and_measure(model, train_windows, evaluate, data, config, device):
     """Train `model` with the student's train_windows(model, windows, lr, clip_norm) at the config's rate and
-    clipping, then measure it with evaluate(model, windows).  Returns {"parameters", "windows", "seconds", "train ppl", "valid ppl"}: the training time (device
-    synchronised), the perplexity of the last 20 training windows and of the validation windows."""
+    clipping, then measure it with evaluate(model, windows).  Returns {"parameters", "windows", "seconds",
+    "train ppl", "valid ppl"}: the training time (device synchronised), the perplexity of the last 20 training
+    windows and of the validation windows."""
     model.to(device)
     train = [(x.to(device), y.to(device)) for x, y in data["train"]]
     valid = [(x.to(device), y.to(device)) for x, y in data["valid"]]
