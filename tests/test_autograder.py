@@ -35,7 +35,8 @@ def evaluate(model, windows):
 def grade(tmp_path, text):
     path = tmp_path / "submission.py"
     path.write_text(text)
-    env = {**os.environ, "SUBMISSION": str(path), "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "SUBMISSION": str(path),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", autograder.__file__],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 

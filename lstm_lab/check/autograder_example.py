@@ -3,7 +3,7 @@ student's submission, one test per blank, and a failing test prints the check's 
 section to read).
 
     SUBMISSION=alice.py python -m pytest -q autograder_example.py      # a copy of this file
-    SUBMISSION=alice.py python -m pytest -q "$(python -c 'import lstm_lab.check.autograder_example as m; print(m.__file__)')"
+    python -c "import lstm_lab.check.autograder_example as m; print(m.__file__)"   # where to copy it from
 
 The submission is one Python file that defines the assignment's four blanks, with the imports they need:
 `MyLSTMCell(input_size, hidden_size)`, `MyLSTM(input_size, hidden_size, num_layers)`,
