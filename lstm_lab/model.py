@@ -64,16 +64,21 @@ class LanguageModel(nn.Module):
         state   (h, c), each (num_layers, B, hidden_size); zeros if None
         logits  (T, B, vocab_size), unnormalised log-probabilities of the next token
     Dropout (Zaremba et al. 2014) is on the non-recurrent connections only: the embedding output, between
-    LSTM layers, and the top layer's output; never on the recurrent h -> h path.  Introduced in chapter 6.
+    LSTM layers, and the top layer's output; never on the recurrent h -> h path.
+    rnn: your own LSTM module in place of the one config.rnn names (the coursework assignment): called like
+    nn.LSTM, time-major, embed_size -> hidden_size with config.num_layers layers; it is initialised with the rest.
+    Introduced in chapter 6.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, rnn=None):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a lstm_lab.config.ModelConfig, got {type(config).__name__}")
+        if rnn is not None and not isinstance(rnn, nn.Module):
+            raise TypeError(f"rnn must be an nn.Module called like nn.LSTM, got {type(rnn).__name__}")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
-        self.rnn = make_rnn(config)
+        self.rnn = make_rnn(config) if rnn is None else rnn
         self.drop = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
         if config.tie_weights:

@@ -62,7 +62,7 @@ def test_the_api_page_has_a_section_for_every_module():
     cells = json.loads((ROOT / "appendix" / "api.ipynb").read_text())["cells"]
     sources = [("".join(c["source"]), c["cell_type"]) for c in cells]
     headings = [source for source, kind in sources if kind == "markdown" and source.startswith("## ")]
-    folders = ["", "data", "experiments", "book"]  # the core first, then the folders in the order of their layers
+    folders = ["", "data", "experiments", "check", "book"]  # the core first, then the folders by layer
     modules = sorted((m.name[len("lstm_lab."):] for m in pkgutil.walk_packages(lstm_lab.__path__, "lstm_lab.")
                       if not m.ispkg and not m.name.rsplit(".", 1)[-1].startswith("_")),
                      key=lambda name: (folders.index(name.rpartition(".")[0]), name))

@@ -5,8 +5,9 @@
     python tools/run_chapters.py --executed /tmp/executed           # also keep the executed notebooks
 
 Each notebook runs in a fresh IPython kernel (nbclient starts it directly: no Jupyter server, no browser),
-in its own folder as the book build does.  Cells tagged `raises-exception` may raise; any other error stops
-that notebook and is recorded with the cell it came from, and the next notebook runs.  An error a cell shows
+in its own folder as the book build does, with $LSTM_LAB_SOLUTIONS set to "1" unless it is set already (the
+coursework page's blanks filled by the package's solutions, as `make book` does).  Cells tagged
+`raises-exception` may raise; any other error stops that notebook and is recorded with the cell it came from, and the next notebook runs.  An error a cell shows
 without stopping -- a display formatter's exception (a widget that cannot draw itself), which leaves the cell's
 status "ok" -- fails the notebook too ("error output") unless the cell is tagged `raises-exception`.  The JSON holds, per
 notebook, the status, the wall time, the device line the setup cell printed, and where, when and from which
@@ -16,6 +17,7 @@ GPU machine without Jupyter.  The exit status is the number of notebooks that fa
 """
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -114,6 +116,7 @@ def build_parser():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("LSTM_LAB_SOLUTIONS", "1")  # as `make book`: the kernels inherit it
     paths = [Path(p).resolve() for p in args.notebooks] or toc_notebooks()
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

@@ -19,11 +19,12 @@ RECORDS = {"CPU": "chapters-cpu.json", "GPU": "chapters-gpu.json"}  # what run_c
 
 def chapter_timing(chapter, kind):
     """{"seconds", "device", "date", "commit"} of the last recorded top-to-bottom run of `chapter` (a notebook's
-    name, "03_step_by_step") on `kind` ("CPU" or "GPU"), or None if it was not recorded or did not end.
-    Chapter 1."""
+    name, "03_step_by_step", or its path outside chapters/ without .ipynb, "appendix/assignment") on `kind`
+    ("CPU" or "GPU"), or None if it was not recorded or did not end.  Chapter 1."""
     record = load_recorded(RECORDS[kind]) or {"notebooks": []}
+    notebook = f"{chapter}.ipynb" if "/" in chapter else f"chapters/{chapter}.ipynb"  # "appendix/assignment" too
     for row in record["notebooks"]:
-        if row["notebook"] == f"chapters/{chapter}.ipynb" and row["status"] == "ok":
+        if row["notebook"] == notebook and row["status"] == "ok":
             cores = f", {record['cpu_count']} cores" if kind == "CPU" and record.get("cpu_count") else ""
             return {"seconds": row["seconds"], "device": f"{row['device']}{cores}", "date": row["date"][:10],
                     "commit": row["commit"][:7]}
