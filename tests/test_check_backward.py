@@ -2,7 +2,6 @@
 package's own numpy backward and its torch port (chapter 3's LSTMFunction): each slip found where it is and named."""
 import numpy as np
 import pytest
-import torch
 
 from lstm_lab.check import check_backward
 from lstm_lab.config import InputError

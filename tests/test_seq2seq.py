@@ -4,7 +4,6 @@ import re
 
 import pytest
 import torch
-from torch import nn
 
 from lstm_lab.cli import main
 from lstm_lab.data.dates import (SPLITS, TRAIN_FORMATS, UNSEEN_FORMATS, check_source, encode_batch, make_examples,

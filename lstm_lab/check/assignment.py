@@ -34,13 +34,15 @@ SOLUTIONS_VARIABLE = "LSTM_LAB_SOLUTIONS"  # "1": the blanks are filled with the
 
 
 def solutions_filled(environ=None):
-    """Whether the blanks are to be filled with the package's solutions: $LSTM_LAB_SOLUTIONS is "1"."""
+    """Whether the blanks are to be filled with the package's solutions: $LSTM_LAB_SOLUTIONS is "1".
+    The coursework assignment (appendix), on chapters 1 to 6."""
     return (os.environ if environ is None else environ).get(SOLUTIONS_VARIABLE, "0") == "1"
 
 
 def fill_blank(name, yours, environ=None):
     """`yours` (the student's definition of the blank `name`), or the package's solution when $LSTM_LAB_SOLUTIONS
-    is "1" (the book's build).  name: "MyLSTMCell", "MyLSTM", "train_windows" or "evaluate"."""
+    is "1" (the book's build).  name: "MyLSTMCell", "MyLSTM", "train_windows" or "evaluate".
+    The coursework assignment (appendix), on chapters 1 to 6."""
     if name not in SOLUTIONS:
         raise KeyError(f"no blank named {name!r}; the blanks are {', '.join(SOLUTIONS)}")
     return SOLUTIONS[name] if solutions_filled(environ) else yours
@@ -49,7 +51,7 @@ def fill_blank(name, yours, environ=None):
 @dataclass(frozen=True)
 class AssignmentConfig:
     """The assignment's run: a character-level language model on Tiny Shakespeare, trained for a fixed number of
-    windows with Adam, measured by validation perplexity."""
+    windows with Adam, measured by validation perplexity.  The coursework assignment (appendix), on chapters 1 to 6."""
     name: str = "cpu"  # the preset's name, recorded with the results
     corpus: str = "tinyshakespeare"  # read at character level (65 characters)
     embed_size: int = 32  # width of a character vector
@@ -68,13 +70,15 @@ PRESETS = {"cpu": AssignmentConfig(),  # about a minute for all four models on a
 
 
 def preset_for(device):
-    """The preset for a torch.device: "gpu" on CUDA, else "cpu"."""
+    """The preset for a torch.device: "gpu" on CUDA, else "cpu".
+    The coursework assignment (appendix), on chapters 1 to 6."""
     return PRESETS["gpu" if torch.device(device).type == "cuda" else "cpu"]
 
 
 def assignment_data(config, data_dir=None):
     """{"vocab_size", "train": [(inputs, targets)] of config.windows windows, each (T, B), "valid": the windows of
-    the validation slice (10 streams)}, from the corpus at character level."""
+    the validation slice (10 streams)}, from the corpus at character level.
+    The coursework assignment (appendix), on chapters 1 to 6."""
     corpus = load_corpus(config.corpus, level="char", data_dir=data_dir, progress=False)
     train = corpus.splits["train"][: config.batch_size * (config.windows * config.seq_len + 1)]
     valid = corpus.splits["valid"][: config.valid_chars]
@@ -87,7 +91,7 @@ def language_model(vocab_size, config, num_layers=1, lstm=None):
     """`LanguageModel` (embedding -> LSTM -> decoder) with the assignment's sizes, seeded with config.seed.
 
     lstm: a class called as lstm(input_size, hidden_size, num_layers) -> a module called like nn.LSTM (the
-    student's `MyLSTM`); None: nn.LSTM."""
+    student's `MyLSTM`); None: nn.LSTM.  The coursework assignment (appendix), on chapters 1 to 6."""
     model_config = ModelConfig(vocab_size=vocab_size, embed_size=config.embed_size, hidden_size=config.hidden_size,
                                num_layers=num_layers, rnn="torch")
     torch.manual_seed(config.seed)
@@ -99,7 +103,7 @@ def train_and_measure(model, train_windows, evaluate, data, config, device):
     """Train `model` with the student's train_windows(model, windows, lr, clip_norm) at the config's rate and
     clipping, then measure it with evaluate(model, windows).  Returns {"parameters", "windows", "seconds",
     "train ppl", "valid ppl"}: the training time (device synchronised), the perplexity of the last 20 training
-    windows and of the validation windows."""
+    windows and of the validation windows.  The coursework assignment (appendix), on chapters 1 to 6."""
     model.to(device)
     train = [(x.to(device), y.to(device)) for x, y in data["train"]]
     valid = [(x.to(device), y.to(device)) for x, y in data["valid"]]
@@ -115,14 +119,15 @@ def train_and_measure(model, train_windows, evaluate, data, config, device):
 
 def assignment_models(my_lstm):
     """{label: (lstm class, num_layers)}: the four models the assignment compares, the student's LSTM `my_lstm`
-    and nn.LSTM (None), each with one and two layers."""
+    and nn.LSTM (None), each with one and two layers.  The coursework assignment (appendix), on chapters 1 to 6."""
     return {"your LSTM, 1 layer": (my_lstm, 1), "your LSTM, 2 layers": (my_lstm, 2),
             "nn.LSTM, 1 layer": (None, 1), "nn.LSTM, 2 layers": (None, 2)}
 
 
 def compare(models, train_windows, evaluate, data, config, device):
     """[row] for each {label: (lstm class or None for nn.LSTM, num_layers)}: `train_and_measure` of a fresh
-    `language_model`, each from the same seed.  A row: {"model", "layers", ...train_and_measure's}."""
+    `language_model`, each from the same seed.  A row: {"model", "layers", ...train_and_measure's}.
+    The coursework assignment (appendix), on chapters 1 to 6."""
     rows = []
     for label, (lstm, num_layers) in models.items():
         model = language_model(data["vocab_size"], config, num_layers, lstm)
@@ -137,7 +142,8 @@ RECORD_COMMAND = "python tools/record_assignment.py"  # runs the package's solut
 
 def expected_results():
     """{"CPU": record or None, "GPU": record or None}: the recorded runs of `compare` with the package's
-    solutions (written by tools/record_assignment.py): provenance, the config and the rows."""
+    solutions (written by tools/record_assignment.py): provenance, the config and the rows.
+    The coursework assignment (appendix), on chapters 1 to 6."""
     return {kind: load_recorded(name) for kind, name in RECORDS.items()}
 
 
@@ -145,7 +151,7 @@ def expected_results():
 def expected_rows(records, live=None):
     """[row] to show as the expected results: each recorded model's validation perplexity and training time on a
     CPU and on a GPU, with where and when it was recorded; a missing record is one row saying how to make it.
-    records: `expected_results()`."""
+    records: `expected_results()`.  The coursework assignment (appendix), on chapters 1 to 6."""
     rows = []
     for kind, record in records.items():
         if record is None:

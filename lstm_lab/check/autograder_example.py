@@ -20,11 +20,14 @@ import pytest
 from lstm_lab.check import check_cell, check_lstm, check_training, solutions
 from lstm_lab.check.assignment import PRESETS, language_model
 
+__all__ = ["SUBMISSION", "load_submission"]
+
 SUBMISSION = "SUBMISSION"  # the environment variable that names the student's file
 
 
 def load_submission(path):
-    """The student's file imported as a module named "submission"."""
+    """The student's file imported as a module named "submission".  The coursework assignment (appendix), on
+    chapters 1 to 6."""
     spec = importlib.util.spec_from_file_location("submission", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lstm_lab.cells import GATES
 from lstm_lab.config import InputError
 from lstm_lab.experiments.clinic import unregistered_named_tensors
 

@@ -12,12 +12,14 @@ fill_blank`, only when $LSTM_LAB_SOLUTIONS is "1"), so the page cannot rot; a te
 import torch
 import torch.nn.functional as F
 
-from lstm_lab.cells import LSTMCell
-from lstm_lab.lstm import LSTM
+from lstm_lab import cells, lstm
 from lstm_lab.model import detach_state
 from lstm_lab.train import backward_and_step, perplexity
 
 __all__ = ["LSTMCell", "LSTM", "train_windows", "evaluate", "SOLUTIONS"]
+
+LSTMCell = cells.LSTMCell  # blank 1: the package's drop-in cell is the solution
+LSTM = lstm.LSTM  # blank 2: and its multi-layer LSTM
 
 
 def train_windows(model, windows, lr=3e-3, clip_norm=1.0):

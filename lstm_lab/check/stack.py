@@ -13,11 +13,10 @@ import copy
 import torch
 from torch import nn
 
-from lstm_lab.cells import GATES
 from lstm_lab.check.cell import (best_hypothesis, check_device, explain_gradients, gradient_leaves,
                                  registered_property, student_sizes)
 from lstm_lab.check.compare import call_student, check_size, relative_error, same, seeded_randn, tolerance
-from lstm_lab.check.layout import Layout, cell_layouts, held_tensors, layer_groups, no_layout_error
+from lstm_lab.check.layout import cell_layouts, held_tensors, layer_groups, no_layout_error
 from lstm_lab.check.report import Report, cause, describe_error
 from lstm_lab.check.variants import StackVariant, stack_hypotheses, variant_stack
 from lstm_lab.config import InputError
@@ -168,7 +167,7 @@ def dropout_properties(report, model, p, L, x, zeros, batch_first):
             xs = x[:, :steps] if batch_first else x[:steps]
             output, (h_n, c_n) = run_lstm(model, xs, zeros)
         return (output[:, -1] if batch_first else output[-1]), h_n
-    (top_t, h_t), (top_e, h_e) = run(True, x.shape[1 if batch_first else 0]), run(False, x.shape[1 if batch_first else 0])
+    (top_t, h_t), (_, h_e) = run(True, x.shape[1 if batch_first else 0]), run(False, x.shape[1 if batch_first else 0])
     dtype = x.dtype
     found = None
     if not same(h_t[0], h_e[0], dtype):

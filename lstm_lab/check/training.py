@@ -18,7 +18,6 @@ after, the first window's loss with the model's true mean NLL, the held-out NLL 
 student's perplexity and masked loss with the formulas students get wrong.  Introduced in chapter 6 (the loss and
 perplexity; the padding in chapter 8, the autograd errors in chapter 4).
 """
-import copy
 import math
 import time
 
