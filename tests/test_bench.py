@@ -214,3 +214,53 @@ def test_plot_sweep_one_line_per_rung():
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["a", "b"]
     assert list(lines[0].get_ydata()) == [1.0, 2.0]  # divided by steps
+
+
+def test_the_shape_sweep_times_both_modules_training_and_inference(monkeypatch):
+    monkeypatch.setattr(bench, "SHAPES", {"tiny": TINY, "tiny, one layer": {**TINY, "num_layers": 1}})
+    record = bench.record_shapes(None, "cpu", repeats=2, warmup=1, argv=["bench", "--shapes"])
+    assert list(record["results"]) == ["tiny", "tiny, one layer"]
+    for block in record["results"].values():
+        for mode in ("train", "infer"):
+            assert list(block[mode]) == ["nn.LSTM", "lstm_lab.LSTM"]
+            assert block[mode]["nn.LSTM"]["ratio"] == 1.0
+            ours = block[mode]["lstm_lab.LSTM"]
+            assert ours["ratio"] == pytest.approx(ours["median_ms"] / block[mode]["nn.LSTM"]["median_ms"])
+            assert ours["per_step_us"] == pytest.approx(1e3 * ours["median_ms"] / TINY["seq_len"])
+            assert ours["peak_bytes"] is None  # no allocator counts nn.LSTM's own memory on a CPU
+    rows = bench.shape_table(record["results"])
+    assert [row["T, B, H, layers"] for row in rows] == ["3, 2, 5, 2", "3, 2, 5, 1"]
+    assert len(bench.shape_lines(record["results"])) == 2
+    assert record["provenance"]["command"] == "python -m lstm_lab bench --shapes"
+
+
+def test_the_shape_sweeps_calls_train_with_gradients_and_infer_without():
+    calls = bench.module_calls(TINY, "cpu")
+    for name, train in calls["train"].items():
+        train()
+    modules = {name: fn.args[0] for name, fn in calls["train"].items()}
+    grads = {name: [p.grad for p in module.parameters()] for name, module in modules.items()}
+    assert all(g is not None for g in grads["lstm_lab.LSTM"])
+    for ours, theirs in zip(grads["lstm_lab.LSTM"], grads["nn.LSTM"]):  # the same weights, the same input
+        assert torch.allclose(ours, theirs, atol=1e-5)
+    for module in modules.values():
+        module.zero_grad(set_to_none=True)
+    for infer in calls["infer"].values():
+        infer()
+    assert all(p.grad is None for module in modules.values() for p in module.parameters())
+
+
+def test_the_bench_command_runs_the_shape_sweep(tmp_path, capsys):
+    path = tmp_path / "shapes.json"
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["bench", "--shapes", "short-windows", "--repeats", "1", "--warmup", "1", "--device", "cpu",
+                         "--json", str(path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads(path.read_text())
+    assert list(record["results"]) == ["short-windows"]
+    assert capsys.readouterr().out.splitlines() == bench.shape_lines(record["results"])
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["bench", "--shapes", "no-such-shape"])
+    assert refused.value.code == 2
