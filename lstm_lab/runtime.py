@@ -116,12 +116,19 @@ def capture_cuda_graph(fn, warmup=3, before_capture=None):
     return graph
 
 
-def setup(seed=0, prefer=None):
-    """Seed everything, pick the device, print one line saying what was chosen, and return the device.
+def setup(seed=0, prefer=None, threads=1):
+    """Seed everything, pick the device, on a CPU use `threads` threads, print one line saying what was chosen,
+    and return the device.
 
-    Called from the first (hidden) cell of every chapter.  Chapters 1, 2, 3, 4, 5, 6, 7, 8 and 9."""
+    One thread by default: a chapter's operations are small, so a second thread adds little, and on a busy or
+    small machine (Colab's CPU runtime has two cores) threads that wait for each other at the end of every
+    operation can make a run many times slower (chapter 3 measures it); one thread also keeps each timing
+    independent of what else runs.  threads=None leaves torch's choice.  Called from the first (hidden) cell
+    of every chapter.  Chapters 1, 2, 3, 4, 5, 6, 7, 8 and 9."""
     seed_everything(seed)
     device = pick_device(prefer)
+    if device.type == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__} on {device} ({where}), seed {seed}")
     return device

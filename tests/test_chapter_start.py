@@ -40,3 +40,17 @@ def test_a_colab_cpu_runtime_is_told_how_to_get_a_gpu(monkeypatch, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert device == torch.device("cpu") and printed[0].startswith("torch ") and "Change runtime type" in printed[1]
 
+
+
+def test_a_chapter_on_a_cpu_uses_one_thread_unless_asked_otherwise(monkeypatch, capsys):
+    fake_records(monkeypatch, {})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        chapter.start_chapter("03_step_by_step", seed=0, prefer="cpu")
+        assert torch.get_num_threads() == 1 and "(1 CPU threads)" in capsys.readouterr().out
+        torch.set_num_threads(2)
+        chapter.start_chapter("03_step_by_step", seed=0, prefer="cpu", threads=None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -57,10 +57,10 @@ def expectation(chapter, device, colab=False):
     return line
 
 
-def start_chapter(chapter, seed=0, prefer=None):
-    """Seed everything and pick the device (`lstm_lab.runtime.setup`, which prints them), then print what to
-    expect (`expectation`).  Returns the device.  Called from the first, hidden cell of every chapter.
-    Chapters 1, 2, 3, 4, 5, 6, 7, 8 and 9."""
-    device = setup(seed, prefer)
+def start_chapter(chapter, seed=0, prefer=None, threads=1):
+    """Seed everything, pick the device and, on a CPU, the number of threads (`lstm_lab.runtime.setup`, which
+    prints them), then print what to expect (`expectation`).  Returns the device.  Called from the first, hidden
+    cell of every chapter.  Chapters 1, 2, 3, 4, 5, 6, 7, 8 and 9."""
+    device = setup(seed, prefer, threads)
     print(expectation(chapter, device, colab="google.colab" in sys.modules))
     return device
