@@ -12,6 +12,7 @@ else: every subcommand's options are parsed and checked here.
     python -m lstm_lab poems generate --out runs/poems --acrostic 春夏秋冬 --form 5x4
     python -m lstm_lab dates train --out runs/dates --score general [--resume]
     python -m lstm_lab dates translate --out runs/dates "3 March 1999" "Mar 3, 99"   (or one per line on stdin)
+                                                 (a date, or "not sure" below the run's calibrated confidence)
     python -m lstm_lab bench --json lstm_lab/recorded/bench-cpu.json [--sizes ptb-small --repeats 5 --no-compile]
     python -m lstm_lab throughput --device cuda --json lstm_lab/recorded/throughput-gpu.json
 
@@ -33,7 +34,6 @@ import torch
 from lstm_lab.checkpoint import CheckpointError, atomic_write_json
 from lstm_lab.config import LEVEL_CHOICES, MAX_EPOCHS, MAX_LR, PRESETS, RNN_CHOICES, InputError, check_lr, preset
 from lstm_lab.data.corpus import EOS, load_corpus
-from lstm_lab.data.dates import check_source
 from lstm_lab.data.download import ChecksumError, DataNotFoundError
 from lstm_lab.distributed import (SINGLE, check_shards, from_rank0, rank_device, start_process_group,
                                   stop_process_group, world_from_env)
@@ -48,8 +48,7 @@ from lstm_lab.poems_train import OPTIMIZERS, PoemsConfig, PoemsTask, cost_line, 
 from lstm_lab.runs import RunError, train_in_folder, train_run
 from lstm_lab.runtime import amp_dtype, check_device, pick_device
 from lstm_lab.seq2seq import SCORES, check_beam
-from lstm_lab.seq2seq_train import (MAX_EXAMPLES, DatesConfig, DatesTask, is_real_date, load_dates_model,
-                                    translate_dates)
+from lstm_lab.seq2seq_train import MAX_EXAMPLES, DatesConfig, DatesTask, load_dates_model, load_threshold, read_dates
 
 __all__ = ["build_parser", "main", "requested_configs", "train_command", "train_lm"]
 
@@ -112,6 +111,14 @@ def learning_rate(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a learning rate above 0 and at most {MAX_LR:g}, got {text}") \
             from None
+    return value
+
+
+def fraction(text):
+    """argparse type: a probability from 0 to 1 (a confidence threshold)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text}")
     return value
 
 
@@ -410,9 +417,12 @@ def add_dates(sub):
     train.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None)
     train.add_argument("--train-size", type=int_in(1, MAX_EXAMPLES), default=None, help="training examples")
     add_run_options(train)
-    translate = add_subcommand(action, "translate", help="print the ISO date for each input (arguments, else stdin)")
+    translate = add_subcommand(action, "translate", help="print the ISO date for each input (arguments, else stdin), "
+                                                         "or 'not sure'")
     translate.add_argument("--out", required=True, type=trained_run, help="run folder written by dates train")
     translate.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy)")
+    translate.add_argument("--threshold", type=fraction, default=None,
+                           help="answer 'not sure' below this confidence (default: the run's calibrated threshold)")
     translate.add_argument("texts", nargs="*", help="dates as people write them; none: one per line from stdin")
     add_common(translate)
 
@@ -668,9 +678,11 @@ def dates_command(args, argv):
 
 
 def translate_command(args, out):
-    """`dates translate`: one line per input, "ISO date<TAB>input", in the order given.  An input the model cannot
-    read gets "(not read)<TAB>input" and its reason on stderr; the others are translated all the same, and the exit
-    status is then 1."""
+    """`dates translate`: one line per input, "answer<TAB>confidence<TAB>input", in the order given.  The answer is
+    the ISO date, "not sure" when the model's confidence is below the threshold (the run's calibrated one, or
+    --threshold), or "1999-02-30 (not a real date)".  An input the model cannot read (characters it does not know,
+    a year outside those it was trained on) gets "(not read)<TAB>-<TAB>input" and its reason on stderr; the others
+    are answered all the same, and the exit status is then 1."""
     model, src_vocab, tgt_vocab = load_dates_model(out, args.device)
     where = "argument" if args.texts else "line"
     texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
@@ -680,23 +692,22 @@ def translate_command(args, out):
         check_beam(args.beam, len(tgt_vocab))
     except ValueError as error:
         raise UsageError(f"--beam: {error}") from None
-    problems = {}  # input number: why the model cannot read it
-    for k, text in enumerate(texts):
-        try:
-            check_source(text, src_vocab)
-        except ValueError as error:
-            problems[k] = str(error)
-    outputs = iter(translate_dates(model, [t for k, t in enumerate(texts) if k not in problems], src_vocab,
-                                   tgt_vocab, args.device, args.beam))
-    for k, text in enumerate(texts):
-        shown = text.replace("\t", " ")  # the second column: a tab in it would make a third
-        if k in problems:
-            print(f"(not read)\t{shown[:60]}", flush=True)
-            print(f"error: {where} {k + 1}: {problems[k]}", file=sys.stderr, flush=True)
+    threshold = args.threshold if args.threshold is not None else load_threshold(out)
+    if threshold is None:
+        print(f"note: {out} has no calibrated threshold (its run has not finished), so every date is printed; "
+              f"--threshold sets one", file=sys.stderr, flush=True)
+        threshold = 0.0
+    readings = read_dates(model, texts, src_vocab, tgt_vocab, threshold, args.device, args.beam)
+    for k, reading in enumerate(readings):
+        shown = reading["input"].replace("\t", " ")  # the last column: a tab in it would make another
+        if reading["output"] is None:
+            print(f"(not read)\t-\t{shown[:60]}", flush=True)
+            print(f"error: {where} {k + 1}: {reading['why']}", file=sys.stderr, flush=True)
             continue
-        iso = next(outputs)
-        print(f"{iso}\t{shown}" if is_real_date(iso) else f"{iso} (not a real date)\t{shown}")
-    return 1 if problems else 0
+        answer = {None: reading["date"], "not sure": "not sure",
+                  "not a real date": f"{reading['output']} (not a real date)"}[reading["why"]]
+        print(f"{answer}\t{reading['confidence']:.3f}\t{shown}", flush=True)
+    return 1 if any(r["output"] is None for r in readings) else 0
 
 
 def bench_command(args, argv):

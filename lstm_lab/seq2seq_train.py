@@ -3,34 +3,45 @@
     config = DatesConfig(score="general", epochs=8)
     results = train_dates(config, Path("runs/dates-general"), device)   # checkpoint.pt after every epoch
     model, src_vocab, tgt_vocab = load_dates_model(Path("runs/dates-general"))
-    translate_dates(model, ["3 March 1999"], src_vocab, tgt_vocab)  # ['1999-03-03']
+    translate_dates(model, ["3 March 1999"], src_vocab, tgt_vocab)  # ['1999-03-03']: what the model writes
+    read_dates(model, ["3 March 1999", "March 1999"], src_vocab, tgt_vocab, results["confidence"]["threshold"])
+    # a date where the model is sure enough, "not sure" where it is not (see `calibrate`)
 
 The translator's part of the book's one training loop (`lstm_lab.train`): shuffled batches of examples, the
 teacher-forced loss as the step (`dates_step`), validation accuracy (`DatesTask`).  The run folder is the same
 as every model's (`lstm_lab.runs`): checkpoint.pt, best.pt, vocab.json, results.json (the accuracy after every
-epoch, then on the test and unseen-format splits, with provenance).  The order of the training examples in
+epoch, then `dates_report`: accuracy on the test, unseen and realistic formats, the confidence threshold
+calibrated on validation data, and how often the tool answers, and rightly, on dates and on non-dates; with
+provenance).  The order of the training examples in
 epoch e depends only on the seed and e, and the checkpoint holds every random generator's state, so a resumed
 run equals an uninterrupted one.  Introduced in chapter 9.
 """
 import datetime
+import json
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from lstm_lab.config import check_epochs, check_lr
-from lstm_lab.data.dates import BOS, EOS, PAD, check_source, encode_batch, make_examples, source_vocab, target_vocab
+from lstm_lab.data.corpus import Vocab
+from lstm_lab.data.dates import (BOS, EOS, KINDS, NOT_DATES, PAD, REALISTIC_FORMATS, UNSEEN_FORMATS, check_source,
+                                 encode_batch, format_kind, make_examples, make_non_dates, source_vocab, target_vocab)
 from lstm_lab.distributed import SINGLE
 from lstm_lab.runs import open_run, train_in_folder, train_run
 from lstm_lab.runtime import check_device, pick_device
 from lstm_lab.seq2seq import SCORES, Seq2Seq, beam_search, check_beam, greedy_decode
 from lstm_lab.train import constant_lr, train_epoch
 
-__all__ = ["DatesConfig", "build_model", "dates_data", "dates_epoch", "decode", "accuracy", "translate_dates",
-           "is_real_date", "DatesTask", "train_dates", "load_dates_model"]
+__all__ = ["DatesConfig", "build_model", "dates_data", "dates_epoch", "decode", "accuracy", "output_probability",
+           "calibrate", "translate_dates", "read_dates", "is_real_date", "dates_report", "DatesTask", "train_dates",
+           "load_dates_model", "load_threshold"]
 
 TARGET_LEN = 10  # "YYYY-MM-DD"
+MAX_ERROR = 0.01  # the calibrated threshold lets through at most 1 wrong answer in 100 on the calibration inputs
 MAX_EXAMPLES = 1_000_000  # train_size: 50 times the default (drawing them takes a few seconds); more is a typo
 
 
@@ -43,7 +54,7 @@ class DatesConfig:
     hidden_size: int = 128  # H: decoder state; the encoder's two directions have H/2 each
     train_size: int = 20_000  # training examples, drawn once from the training dates and formats
     valid_size: int = 1_000  # checked after every epoch
-    test_size: int = 2_000  # test dates in training formats, and again in unseen formats
+    test_size: int = 2_000  # test dates in training formats, again in unseen and in realistic formats
     epochs: int = 5
     batch_size: int = 64
     lr: float = 2e-3  # Adam
@@ -70,9 +81,10 @@ def build_model(config, src_vocab, tgt_vocab):
 
 
 def dates_data(config):
-    """{"train", "valid", "test", "unseen"}: lists of examples for a config (the same for the same seed).  Chapter 9."""
+    """{"train", "valid", "test", "unseen", "realistic"}: lists of examples for a config (the same for the same
+    seed).  Chapter 9."""
     sizes = {"train": config.train_size, "valid": config.valid_size, "test": config.test_size,
-             "unseen": config.test_size}
+             "unseen": config.test_size, "realistic": config.test_size}
     return {split: make_examples(split, n, config.seed) for split, n in sizes.items()}
 
 
@@ -131,14 +143,56 @@ def decode(model, sources, src_vocab, tgt_vocab, device, beam=1, batch_size=256)
     return outputs
 
 
-def accuracy(model, examples, src_vocab, tgt_vocab, device, beam=1):
-    """{"exact": share of outputs equal to the target, "chars": share of target characters right in place}.
-    Chapters 7 and 9."""
-    outputs = decode(model, [source for source, *_ in examples], src_vocab, tgt_vocab, device, beam)
+def score_outputs(outputs, examples):
+    """{"exact": share of outputs equal to their target, "chars": share of target characters right in place}."""
     targets = [target for _, target, *_ in examples]
     exact = sum(o == t for o, t in zip(outputs, targets)) / len(targets)
     chars = sum(sum(a == b for a, b in zip(o, t)) for o, t in zip(outputs, targets)) / sum(map(len, targets))
     return {"exact": exact, "chars": chars}
+
+
+def score_part(outputs, examples, keep):
+    """The exact-match share of the examples whose format index k passes keep(k); None if there are none."""
+    part = [(o, e) for o, e in zip(outputs, examples) if keep(e[2])]
+    return score_outputs([o for o, _ in part], [e for _, e in part])["exact"] if part else None
+
+
+def accuracy(model, examples, src_vocab, tgt_vocab, device, beam=1):
+    """{"exact": share of outputs equal to the target, "chars": share of target characters right in place}.
+    Chapters 7 and 9."""
+    return score_outputs(decode(model, [source for source, *_ in examples], src_vocab, tgt_vocab, device, beam),
+                         examples)
+
+
+@torch.no_grad()
+def output_probability(model, sources, outputs, src_vocab, tgt_vocab, device, batch_size=256):
+    """The probability the model gives each output string, its characters and then <eos>, given its source: the
+    product over the steps of p(character | source, characters before it).  The model's confidence in what it
+    wrote.  Chapter 9."""
+    model.eval()
+    pad = tgt_vocab.stoi[PAD]
+    probabilities = []
+    for start in range(0, len(sources), batch_size):
+        chunk = list(zip(sources[start:start + batch_size], outputs[start:start + batch_size]))
+        src, lengths, tgt_in, tgt_out = (t.to(device) for t in encode_batch(chunk, src_vocab, tgt_vocab))
+        logits, _ = model(src, lengths, tgt_in)  # (T, B, V)
+        log_p = torch.log_softmax(logits, dim=2).gather(2, tgt_out.unsqueeze(2)).squeeze(2)  # (T, B)
+        probabilities += log_p.masked_fill(tgt_out == pad, 0).sum(0).exp().tolist()
+    return probabilities
+
+
+def calibrate(confidences, right, max_error=MAX_ERROR):
+    """The lowest confidence threshold t such that, of the answers with confidence >= t, at most a share
+    `max_error` is wrong (right: whether each answer is right; a non-date's answer never is).  1.0 when no
+    threshold is that safe, or when there are no answers to calibrate on.  Chapter 9."""
+    if len(confidences) != len(right):
+        raise ValueError(f"calibrate needs one right/wrong per confidence, got {len(confidences)} and {len(right)}")
+    threshold, wrong = 1.0, 0
+    for count, (confidence, ok) in enumerate(sorted(zip(confidences, right), reverse=True), 1):
+        wrong += not ok
+        if wrong <= max_error * count:
+            threshold = confidence
+    return threshold
 
 
 def translate_dates(model, texts, src_vocab, tgt_vocab, device=None, beam=1):
@@ -165,6 +219,99 @@ def is_real_date(text):
         return len(text) == TARGET_LEN and datetime.date.fromisoformat(text).isoformat() == text
     except ValueError:
         return False
+
+
+def read_dates(model, texts, src_vocab, tgt_vocab, threshold, device=None, beam=1):
+    """What a careful tool answers for each string a person typed: a list of dicts, one per text, with
+    "input", "output" (the ten characters the model wrote, None if it could not read the text), "confidence"
+    (`output_probability`, None if not read), "date" (the ISO date, or None) and "why" (None when there is a date,
+    else "not sure": confidence below `threshold`, "not a real date", or why the text was not read: characters the
+    model does not know, a year outside the trained ones, too long).  Chapter 9."""
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a probability from 0 to 1, got {threshold!r}")
+    if isinstance(texts, str):
+        raise TypeError(f"texts must be a list of strings, got the str {texts[:40]!r}: write [{texts[:40]!r}]")
+    readings, readable = [], []
+    for text in texts:
+        try:
+            check_source(text, src_vocab)
+            readable.append(text)
+            readings.append({"input": text})
+        except ValueError as error:
+            readings.append({"input": text, "output": None, "confidence": None, "date": None, "why": str(error)})
+    outputs = translate_dates(model, readable, src_vocab, tgt_vocab, device, beam)
+    device = device if device is not None else next(model.parameters()).device
+    confidences = output_probability(model, readable, outputs, src_vocab, tgt_vocab, device)
+    answers = iter(zip(outputs, confidences))
+    for reading in readings:
+        if "why" in reading:
+            continue
+        output, confidence = next(answers)
+        why = ("not a real date" if not is_real_date(output) else "not sure" if confidence < threshold else None)
+        reading.update(output=output, confidence=confidence, date=None if why else output, why=why)
+    return readings
+
+
+def refusal_share(readings):
+    """The share of readings without a date, and of them, why: {"refused": share, "why": {reason: share}}, the
+    reasons cut to their kind ("not sure", "not a real date", "not read")."""
+    kinds = Counter("not read" if r["output"] is None else r["why"] for r in readings if r["why"])
+    return {"refused": sum(kinds.values()) / len(readings), "why": {k: n / len(readings) for k, n in kinds.items()}}
+
+
+def dates_report(model, data, src_vocab, tgt_vocab, device, seed=0):
+    """Everything chapter 9 measures of a trained translator, as a dict:
+
+    "test", "unseen", "realistic"  accuracy (`accuracy`); unseen and realistic also per format ("formats", in
+                                   the order of UNSEEN_FORMATS / REALISTIC_FORMATS) and realistic per kind
+    "confidence"   "threshold": `calibrate`d on validation dates in training and unseen formats and on generated
+                   validation non-dates; "answered": for test, unseen and realistic, the share given a date and
+                   how many of those are right; "non_dates": for generated test non-dates and the hand-written
+                   NOT_DATES, the share refused and why ("examples": the written ones that got a date)
+    data: `dates_data(config)` (at least its valid, test, unseen and realistic splits); the calibration draws as
+    many dates in unseen formats and non-dates as there are validation examples, the non-date test as many as
+    there are test examples.  Chapter 9."""
+    calibration_size, test_size = len(data["valid"]), len(data["test"])
+    result, outputs = {}, {}
+    for split, formats in (("test", None), ("unseen", UNSEEN_FORMATS), ("realistic", REALISTIC_FORMATS)):
+        examples = data[split]
+        outputs[split] = decode(model, [source for source, *_ in examples], src_vocab, tgt_vocab, device)
+        result[split] = score_outputs(outputs[split], examples)
+        if formats:
+            result[split]["formats"] = [score_part(outputs[split], examples, lambda k: k == wanted)
+                                        for wanted in range(len(formats))]
+    kinds = [format_kind(pattern) for pattern, _ in REALISTIC_FORMATS]
+    result["realistic"]["kinds"] = {kind: score_part(outputs["realistic"], data["realistic"],
+                                                     lambda k: kinds[k] == kind) for kind in KINDS}
+    # calibration: validation dates (training and unseen formats) and generated validation non-dates
+    dates = data["valid"] + make_examples("valid", calibration_size, seed, UNSEEN_FORMATS)
+    non_dates = [text for text, _ in make_non_dates("valid", calibration_size, seed)]
+    readings = read_dates(model, [s for s, *_ in dates] + non_dates, src_vocab, tgt_vocab, 0.0, device)
+    given = [(r["confidence"], r["output"] == target) for r, (_, target, *_) in zip(readings, dates) if r["date"]]
+    given += [(r["confidence"], False) for r in readings[len(dates):] if r["date"]]
+    threshold = calibrate([c for c, _ in given], [ok for _, ok in given])
+    confidence = {"threshold": threshold, "max_error": MAX_ERROR, "calibration_inputs": len(readings), "answered": {}}
+    for split in ("test", "unseen", "realistic"):  # every source here is readable: reuse the outputs above
+        sources = [s for s, *_ in data[split]]
+        confidences = output_probability(model, sources, outputs[split], src_vocab, tgt_vocab, device)
+        given = [o == t for o, c, (_, t, *_) in zip(outputs[split], confidences, data[split])
+                 if is_real_date(o) and c >= threshold]
+        confidence["answered"][split] = {"answered": len(given) / len(sources), "right": sum(given) / max(len(given), 1)}
+    generated = [text for text, _ in make_non_dates("test", test_size, seed)]
+    written = read_dates(model, list(NOT_DATES), src_vocab, tgt_vocab, threshold, device)
+    confidence["non_dates"] = {
+        "generated": refusal_share(read_dates(model, generated, src_vocab, tgt_vocab, threshold, device)),
+        "written": {**refusal_share(written), "examples": [[r["input"], r["date"]] for r in written if r["date"]]}}
+    result["confidence"] = confidence
+    return result
+
+
+def load_threshold(out):
+    """The confidence threshold calibrated at the end of the run in folder `out` (its results.json), or None if
+    the run has not finished.  Chapter 9."""
+    path = Path(out) / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    return results.get("confidence", {}).get("threshold")
 
 
 class DatesTask:
@@ -225,12 +372,13 @@ class DatesTask:
                 "parameters": sum(p.numel() for p in model.parameters())}
 
     def finish(self, model, run_state, load_best):
-        """Accuracy of the final model on the test dates (training formats) and in unseen formats."""
-        final = {split: accuracy(model, self.data[split], self.src_vocab, self.tgt_vocab, self.device)
-                 for split in ("test", "unseen")}
+        """`dates_report` of the final model: accuracy on the test dates in training, unseen and realistic
+        formats, the calibrated confidence threshold and what the tool answers with it."""
+        final = dates_report(model, self.data, self.src_vocab, self.tgt_vocab, self.device, self.config.seed)
         seconds = sum(r["train_seconds"] for r in run_state["history"])
         print(f"test exact match {final['test']['exact']:.4f}, unseen formats {final['unseen']['exact']:.4f}, "
-              f"{seconds:.0f} s of training")
+              f"realistic formats {final['realistic']['exact']:.4f}; threshold "
+              f"{final['confidence']['threshold']:.3f}, {seconds:.0f} s of training")
         return final
 
 
@@ -248,9 +396,10 @@ def load_dates_model(out, device=None, weights="last"):
     """(model, src_vocab, tgt_vocab) of a trained run folder, in eval mode: by default after its last epoch (what
     its test results are of).  RunError (one line) for a folder that holds no date translator.  Chapter 9."""
     device = pick_device(device)
-    checkpoint, chosen, _ = open_run(out, device, "dates", weights)
+    checkpoint, chosen, tokens = open_run(out, device, "dates", weights)
     config = DatesConfig(**{k: v for k, v in checkpoint["config"]["dates"].items()
                             if k in {f.name for f in fields(DatesConfig)}})
-    model = build_model(config, source_vocab(), target_vocab()).to(device)
+    src_vocab, tgt_vocab = Vocab(tokens["source"]), Vocab(tokens["target"])  # the run's own, as it was trained
+    model = build_model(config, src_vocab, tgt_vocab).to(device)
     model.load_state_dict(chosen["state_dict"])
-    return model.eval(), source_vocab(), target_vocab()
+    return model.eval(), src_vocab, tgt_vocab
