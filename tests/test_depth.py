@@ -10,8 +10,10 @@ from torch import nn
 from lstm_lab.cli import build_parser, requested_configs
 from lstm_lab.config import ModelConfig
 from lstm_lab.experiments.clinic import SteppedTwoLayerLSTM
-from lstm_lab.experiments.depth import (DEPTH_PRESET, DEPTH_STUDY, equal_parameter_hidden, lstm_parameters,
+from lstm_lab.experiments.depth import (DEPTH_PRESET, DEPTH_RECORDED, DEPTH_SEEDS, DEPTH_STUDY, equal_parameter_hidden,
+                                        language_model_parameters, lstm_parameters, result_name,
                                         tied_layers_parameters)
+from lstm_lab.experiments.records import load_seeds
 from lstm_lab.experiments.gradflow import gradient_norms_by_layer, layer_states
 from lstm_lab.lstm import LSTM
 from lstm_lab.model import TiedLayersLSTM
@@ -46,6 +48,30 @@ def test_the_study_has_the_parameter_counts_it_claims():
             assert abs(lstm_parameters(200, run.hidden_size, run.num_layers) / budget - 1) < 0.005
         if run.sizing == "equal width":
             assert run.hidden_size == 200
+
+
+@pytest.mark.parametrize("num_layers, hidden_size, tie_layers", [(1, 13, False), (2, 8, False), (3, 5, True)])
+def test_language_model_parameters_count_the_whole_model_part_by_part(num_layers, hidden_size, tie_layers):
+    config = ModelConfig(vocab_size=50, embed_size=7, hidden_size=hidden_size, num_layers=num_layers,
+                         tie_layers=tie_layers)
+    model = LanguageModel(config)
+    parts = language_model_parameters(50, 7, hidden_size, num_layers, tie_layers)
+    assert parts == {"embedding": count_parameters(model.embedding), "LSTM": count_parameters(model.rnn),
+                     "decoder": count_parameters(model.decoder)}
+    assert sum(parts.values()) == count_parameters(model)
+
+
+@pytest.mark.parametrize("run", DEPTH_STUDY, ids=lambda run: run.name)
+def test_every_recorded_run_of_the_study_is_complete_and_counts_the_model_it_names(run):
+    runs = load_seeds(DEPTH_RECORDED, [result_name(run, seed) for seed in DEPTH_SEEDS])
+    assert [r["train_config"]["seed"] for r in runs] == list(DEPTH_SEEDS)
+    for r in runs:
+        assert r["complete"] and r["epochs"] == r["planned_epochs"] == 4 and r["test_ppl"] > 0
+        config = r["model_config"]
+        assert (config["num_layers"], config["hidden_size"], config["dropout"]) == \
+            (run.num_layers, run.hidden_size, run.dropout)
+        assert r["parameters"] == sum(language_model_parameters(config["vocab_size"], config["embed_size"],
+                                                                run.hidden_size, run.num_layers, run.tie_layers).values())
 
 
 @pytest.mark.parametrize("run", DEPTH_STUDY, ids=lambda run: run.name)

@@ -5,17 +5,19 @@ reads the input, (4H, I) and (4H, H); every layer above reads the one below, (4H
 
     lstm_parameters(200, 200, 2)          # 643,200: weights and both biases of two layers, as nn.LSTM has them
     equal_parameter_hidden(200, 3, 643_200)   # 160: the H at which three layers have as many
+    language_model_parameters(10_000, 200, 313, 1)   # embedding, LSTM and decoder of the whole model
 
 The study (`DEPTH_STUDY`) trains 1, 2 and 3 layers on Penn Treebank at equal width (H = 200) and at equal
 LSTM parameter count (that of 2 x 200), each for several seeds, with the same budget and the same learning
-rate rule (preset `depth-200`, lr 1 for every depth, as Zaremba et al. use for every size).
+rate rule (preset `depth-200`, lr 1 for every depth, as Zaremba et al. use for every size).  Only the LSTM's
+parameters are matched: the decoder grows with H, so the whole models differ (`language_model_parameters`).
 `tools/depth_study.py` runs it; the results land in `lstm_lab/recorded/depth-200/`.  Introduced in chapter 5.
 """
 import math
 from dataclasses import dataclass
 
 __all__ = ["DEPTH_PRESET", "DEPTH_RECORDED", "DEPTH_STUDY", "DEPTH_SEEDS", "lstm_parameters", "equal_parameter_hidden",
-           "tied_layers_parameters", "depth_study", "result_name"]
+           "tied_layers_parameters", "language_model_parameters", "depth_study", "result_name"]
 
 DEPTH_PRESET = "depth-200"  # the preset every run of the CPU study starts from (see lstm_lab.config)
 DEPTH_RECORDED = "depth-200"  # the folder in lstm_lab/recorded/ that holds its results
@@ -43,6 +45,13 @@ def tied_layers_parameters(input_size, hidden_size, num_layers):
     """Trainable scalars of a `TiedLayersLSTM`: layer 0's own, plus one (4H, H), (4H, H), 2 x (4H,) set shared
     by every layer above it (none if num_layers is 1).  Chapter 5."""
     return lstm_parameters(input_size, hidden_size, 1) + (num_layers > 1) * 4 * hidden_size * (2 * hidden_size + 2)
+
+
+def language_model_parameters(vocab_size, embed_size, hidden_size, num_layers, tie_layers=False):
+    """Trainable scalars of a `LanguageModel` without weight tying, part by part: {"embedding": V x E,
+    "LSTM": the stacked (or tied-layers) LSTM's, "decoder": (V, H) weights and V biases}.  Chapter 5."""
+    lstm = (tied_layers_parameters if tie_layers else lstm_parameters)(embed_size, hidden_size, num_layers)
+    return {"embedding": vocab_size * embed_size, "LSTM": lstm, "decoder": vocab_size * (hidden_size + 1)}
 
 
 @dataclass(frozen=True)
