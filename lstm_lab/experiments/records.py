@@ -8,6 +8,8 @@ Each file carries its provenance: device, versions, commit, command, date and wa
     load_recorded("bench-gpu.json")      # the dict, or None if no such file was recorded
     load_runs({"nn.LSTM": "ptb-zaremba-small-torch.json"})   # {label: dict} of those recorded
     recorded_names()                     # every recorded file, sorted
+    describe_record(load_recorded("bench-gpu.json")["provenance"], "bench")   # where, when, from which commit,
+                                         # and how many commits have changed the code it measured since
 
 Introduced in chapter 3.
 """
