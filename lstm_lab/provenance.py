@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["git_commit", "cpu_name", "provenance", "utc_now"]
+__all__ = ["git_commit", "commits_since", "cpu_name", "provenance", "utc_now"]
 
 
 def git_commit(repo):
@@ -31,6 +31,27 @@ def git_commit(repo):
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return head.stdout.strip(), bool(status.stdout.strip())
+
+
+def commits_since(commit, paths, repo=None):
+    """How many commits after `commit`, up to HEAD, changed any of `paths` (relative to the repository root), or
+    None when that cannot be told: no git, `repo` not the root of a checkout (an installed copy), or `commit` not
+    in its history.
+
+    A recorded result names the commit that made it; a later commit that changed the code it measured makes it a
+    measurement of older code.  repo: default, the checkout this package is in.  Chapters 3 and 7."""
+    repo = Path(repo or Path(__file__).resolve().parent.parent).resolve()
+    git = ["git", "-C", str(repo)]
+    try:
+        top = subprocess.run(git + ["rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+        if Path(top.stdout.strip()).resolve() != repo:  # a copy inside some other repository
+            return None
+        subprocess.run(git + ["cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True, check=True)
+        count = subprocess.run(git + ["rev-list", "--count", f"{commit}..HEAD", "--", *paths], capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return int(count.stdout)
 
 
 def cpu_name():

@@ -12,7 +12,7 @@ from lstm_lab.experiments import bench  # noqa: E402
 from lstm_lab.experiments.ladder import OneDNNMatmul, TorchMatmul, ladder, nn_lstm  # noqa: E402
 from lstm_lab.experiments.timing import (count_kernels, indexing_backward_times, interleaved_times,  # noqa: E402
                                          library_kernel_times, matmul_operators, step_times, summarize,
-                                         thread_times)
+                                         thread_times, timer_comparison)
 
 TINY = bench.SIZES["tiny"]
 
@@ -50,6 +50,14 @@ def test_interleaved_times_rotates_the_order():
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
 
+
+def test_timer_comparison_times_the_same_call_with_each_timer_in_turn():
+    calls = []
+    rows = timer_comparison(lambda: calls.append("fn"), "cpu", repeats=4, warmup=2)
+    assert list(rows) == ["perf_counter, no synchronisation", "time_call (synchronised)"]  # CUDA events on a GPU only
+    assert len(calls) == 2 + 4 * 2  # the warm-up calls, then one call per timer per round
+    assert rows["time_call (synchronised)"]["ratio"] == pytest.approx(1.0)
+    assert all(row["median_ms"] >= 0 for row in rows.values())
 
 def test_bench_size_structure_and_ratio_to_nn_lstm():
     rungs = {k: v for k, v in ladder(compiled=False).items() if k in ("hoisted", "bptt", "nn.LSTM")}

@@ -110,7 +110,8 @@ def test_the_benchmark_replays_each_captured_rung_and_reports_a_failed_capture(m
     monkeypatch.setattr(bench, "capture_cuda_graph", capture)
     candidates = {"hoisted": lambda: "hoisted", "bptt": lambda: "broken", "nn.LSTM": lambda: "nn.LSTM"}
     graphed = bench.graphed_candidates(candidates)
-    assert list(graphed) == ["hoisted + graph"] and graphed["hoisted + graph"]() == "hoisted"
+    assert list(graphed) == ["hoisted + graph", "nn.LSTM + graph"] and graphed["hoisted + graph"]() == "hoisted"
+    assert graphed["nn.LSTM + graph"]() == "nn.LSTM"  # cuDNN replayed too: like for like with the replayed rungs
     assert "CUDA graph of 'bptt' failed: RuntimeError: operation not permitted" in capsys.readouterr().err
 
 

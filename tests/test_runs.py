@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lstm_lab.experiments.records import (comparison_rows, describe_sessions, load_recorded, load_runs, load_seeds,
-                                          mean_and_spread, recorded_names, seeds_row)
-from lstm_lab.provenance import git_commit
+from lstm_lab.experiments.records import (MEASURED_CODE, comparison_rows, describe_record, describe_sessions,
+                                          later_commits, load_recorded, load_runs, load_seeds, mean_and_spread,
+                                          recorded_names, seeds_row)
+from lstm_lab.provenance import commits_since, git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,3 +102,44 @@ def test_git_commit_counts_code_changes_but_not_recorded_results(tmp_path):
     assert len(commit) == 40 and dirty is False
     (tmp_path / "lstm_lab" / "model.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == (commit, True)
+
+
+def test_commits_since_counts_the_later_commits_that_changed_the_paths(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+
+    def commit(path, text):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-qm", path], check=True)
+        return subprocess.run(git[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    first = commit("lstm_lab/lstm.py", "x = 1\n")
+    assert commits_since(first, ["lstm_lab/lstm.py"], tmp_path) == 0
+    commit("lstm_lab/model.py", "y = 1\n")
+    commit("lstm_lab/lstm.py", "x = 2\n")
+    assert commits_since(first, ["lstm_lab/lstm.py"], tmp_path) == 1  # the model.py commit is not counted
+    assert commits_since(first, ["lstm_lab"], tmp_path) == 2
+    assert commits_since("0" * 40, ["lstm_lab"], tmp_path) is None  # a commit this history does not have
+    assert commits_since(first, ["lstm_lab"], tmp_path / "lstm_lab") is None  # not the root of a checkout
+    assert commits_since(first, ["lstm_lab"], tmp_path / "elsewhere") is None  # no repository at all
+
+
+def test_describe_record_says_whether_the_code_it_measured_has_changed(monkeypatch):
+    provenance = {"device": "cuda (a GPU)", "torch_version": "2.0", "commit": "abcdef0123", "date": "2026-01-02T03:04"}
+    monkeypatch.setattr("lstm_lab.experiments.records.commits_since", lambda commit, paths: 3)
+    assert later_commits(provenance, "bench") == 3
+    assert describe_record(provenance, "bench") == ("recorded on cuda (a GPU) with torch 2.0, from commit abcdef0 on "
+                                                    "2026-01-02; 3 later commits changed its files: it measured older "
+                                                    "code than this copy's")
+    monkeypatch.setattr("lstm_lab.experiments.records.commits_since", lambda commit, paths: 0)
+    assert describe_record(provenance, "bench").endswith("; no later commit changed the code it measured")
+    monkeypatch.setattr("lstm_lab.experiments.records.commits_since", lambda commit, paths: None)
+    assert describe_record(provenance, "training").endswith("no git history to say whether that code has changed since")
+    assert later_commits({**provenance, "commit": None}, "bench") is None
+
+
+def test_every_measured_file_exists():
+    for kind, paths in MEASURED_CODE.items():
+        assert all((ROOT / path).exists() for path in paths), kind

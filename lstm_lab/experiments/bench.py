@@ -40,7 +40,9 @@ SIZES = {  # named size sets; keys follow the book's glossary
 REFERENCE = "nn.LSTM"  # every ratio is time / time of this rung
 CPU_SIZES = ("ptb-small", "fastrnns")  # the size sets `bench` times by default on a CPU
 GPU_SIZES = ("ptb-small", "zaremba-medium", "fastrnns")  # ... and on a GPU
-GRAPHED = ("hoisted", "bptt", "compiled")
+# rungs also timed replayed from a CUDA graph on a GPU (`graphed_candidates`; `bench --no-graphs`: none); nn.LSTM among
+# them, so that a replayed hand-written loop is compared with cuDNN replayed too, not only with cuDNN called eagerly
+GRAPHED = ("hoisted", "bptt", "compiled", "nn.LSTM")
 SHAPES = {  # the shape sweep: where real code meets the LSTM, well beyond the ladder's PTB-sized windows
     "ptb-small": {"seq_len": 35, "batch_size": 20, "input_size": 200, "hidden_size": 200, "num_layers": 2},
     "zaremba-medium": {"seq_len": 35, "batch_size": 20, "input_size": 650, "hidden_size": 650, "num_layers": 2},
@@ -51,7 +53,7 @@ SHAPES = {  # the shape sweep: where real code meets the LSTM, well beyond the l
     "long-thin": {"seq_len": 500, "batch_size": 1, "input_size": 16, "hidden_size": 16, "num_layers": 1},
     "long-small-batch": {"seq_len": 1000, "batch_size": 4, "input_size": 64, "hidden_size": 64, "num_layers": 1},
 }
-MODULES = ("nn.LSTM", "lstm_lab.LSTM")  # the shape sweep's two modules; ratios are to the first  # rungs also timed as a CUDA graph on a GPU (--no-graphs: not)
+MODULES = ("nn.LSTM", "lstm_lab.LSTM")  # the shape sweep's two modules; ratios are to the first
 
 
 def forward_backward(rung, problem):

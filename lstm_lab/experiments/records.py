@@ -8,6 +8,8 @@ Each file carries its provenance: device, versions, commit, command, date and wa
     load_recorded("bench-gpu.json")      # the dict, or None if no such file was recorded
     load_runs({"nn.LSTM": "ptb-zaremba-small-torch.json"})   # {label: dict} of those recorded
     recorded_names()                     # every recorded file, sorted
+    describe_record(load_recorded("bench-gpu.json")["provenance"], "bench")   # where, when, from which commit,
+                                         # and how many commits have changed the code it measured since
 
 Introduced in chapter 3.
 """
@@ -17,10 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["recorded_names", "load_recorded", "load_results_folder", "load_recorded_folder", "load_runs", "load_seeds",
-           "mean_and_spread", "seeds_row", "format_spread", "run_row", "comparison_rows", "describe_sessions"]
+from lstm_lab.provenance import commits_since
+
+__all__ = ["MEASURED_CODE", "recorded_names", "load_recorded", "later_commits", "describe_record",
+           "load_results_folder", "load_recorded_folder", "load_runs", "load_seeds", "mean_and_spread", "seeds_row",
+           "format_spread", "run_row", "comparison_rows", "describe_sessions"]
 
 RECORDED = "recorded"  # the folder inside the package
+# The package's files each kind of record measured (paths in the repository): a later commit that changes one of
+# them makes a record of that kind a measurement of older code than this copy's.
+MEASURED_CODE = {
+    "bench": ("lstm_lab/cells.py", "lstm_lab/lstm.py", "lstm_lab/runtime.py", "lstm_lab/experiments/ladder.py",
+              "lstm_lab/experiments/csrc", "lstm_lab/experiments/bench.py", "lstm_lab/experiments/timing.py"),
+    "throughput": ("lstm_lab/cells.py", "lstm_lab/lstm.py", "lstm_lab/init.py", "lstm_lab/model.py",
+                   "lstm_lab/train.py", "lstm_lab/lm_train.py", "lstm_lab/runtime.py",
+                   "lstm_lab/experiments/throughput.py", "lstm_lab/experiments/timing.py"),
+    "training": ("lstm_lab/cells.py", "lstm_lab/lstm.py", "lstm_lab/init.py", "lstm_lab/model.py", "lstm_lab/train.py",
+                 "lstm_lab/lm_train.py", "lstm_lab/runtime.py", "lstm_lab/data"),
+}
 
 
 def recorded_names():
@@ -45,6 +61,30 @@ def load_recorded(name):
     if not entry.is_file():
         return None
     return json.loads(entry.read_text(encoding="utf-8"))
+
+
+def later_commits(provenance, kind):
+    """How many commits after the one that made a record changed the code a record of `kind` (a key of
+    MEASURED_CODE) measured, or None when this copy's git history cannot tell (see
+    `lstm_lab.provenance.commits_since`).  provenance: the record's, with its "commit".  Chapters 3, 6 and 7."""
+    if not provenance.get("commit"):
+        return None
+    return commits_since(provenance["commit"], MEASURED_CODE[kind])
+
+
+def describe_record(provenance, kind):
+    """One line on where a recorded result comes from and whether the code it measured has changed since: its
+    device, torch version, commit and date, and `later_commits`.  kind: a key of MEASURED_CODE.  Chapters 3, 6
+    and 7."""
+    line = (f"recorded on {provenance['device']} with torch {provenance['torch_version']}, from commit "
+            f"{(provenance.get('commit') or 'unknown')[:7]} on {provenance['date'][:10]}")
+    later = later_commits(provenance, kind)
+    if later is None:
+        return line + "; this copy of lstm_lab has no git history to say whether that code has changed since"
+    if later == 0:
+        return line + "; no later commit changed the code it measured"
+    commits = f"{later} later commit{'s' if later > 1 else ''}"
+    return line + f"; {commits} changed its files: it measured older code than this copy's"
 
 
 def load_results_folder(folder):

@@ -17,8 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lstm_lab.experiments.ladder import OneDNNMatmul, TorchMatmul, cpp_cell, tanh
 
-__all__ = ["synchronize", "time_call", "cuda_event_ms", "interleaved_times", "summarize", "matmul_operators",
-           "library_kernel_times", "step_times", "thread_times", "count_kernels", "indexing_backward_times"]
+__all__ = ["synchronize", "time_call", "cuda_event_ms", "interleaved_times", "unsynchronised_seconds", "event_seconds",
+           "timer_comparison", "summarize", "matmul_operators", "library_kernel_times", "step_times", "thread_times",
+           "count_kernels", "indexing_backward_times"]
 
 
 def synchronize(device):
@@ -73,6 +74,45 @@ def interleaved_times(candidates, device, repeats=10, warmup=2):
         for name in names[r % len(names):] + names[:r % len(names)]:
             times[name].append(time_call(candidates[name], device))
     return times
+
+
+def unsynchronised_seconds(fn, device):
+    """Seconds from calling fn() to its return, with no synchronisation after it: on a GPU, the time to queue its
+    kernels.  The GPU is synchronised before the clock starts, so the queue is empty.  Chapter 7."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def event_seconds(fn, device):
+    """Seconds the GPU spent between two CUDA events recorded around fn() (reading them waits for both).
+    Chapter 7."""
+    synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def timer_comparison(fn, device, repeats=20, warmup=5):
+    """fn() timed by several timers, round by round with the first timer rotating, after `warmup` calls: a
+    `perf_counter` read without synchronisation, `time_call` (synchronised), and on a GPU CUDA events.
+
+    Returns `summarize` rows, each with its ratio to time_call's median.  Chapter 7."""
+    timers = {"perf_counter, no synchronisation": unsynchronised_seconds, "time_call (synchronised)": time_call}
+    if torch.device(device).type == "cuda":
+        timers["CUDA events"] = event_seconds
+    for _ in range(warmup):
+        fn()
+    names = list(timers)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(timers[name](fn, device))
+    return summarize(times, reference="time_call (synchronised)")
 
 
 def summarize(times, reference=None):
