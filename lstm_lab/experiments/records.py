@@ -190,15 +190,16 @@ def comparison_rows(recorded, published):
 
 
 def describe_sessions(label, run):
-    """Lines saying whether a recorded run is complete and which commands trained, resumed and tested it.
-    Chapters 6 and 7."""
+    """Lines saying whether a recorded run is complete and which commands trained, resumed and tested it: a
+    language-model record (`planned_epochs`) or a run folder's results (`config.epochs`).  Chapters 6, 7 and 8."""
+    planned = run.get("planned_epochs") or run["config"]["epochs"]
     status = ("complete" if run["complete"] else
-              f"not finished: stopped after epoch {run['epochs']} of {run['planned_epochs']}"
+              f"not finished: stopped after epoch {run.get('epochs') or len(run['history'])} of {planned}"
               + (f" ({run['stopped']})" if run.get("stopped") else ""))
     sessions = run.get("sessions") or [run]
     lines = [f"{label}: {status}.  trained with: {sessions[0]['command']}"]
     for later in sessions[1:]:
-        what = ("re-evaluated" if later.get("start_epoch", 0) > run["planned_epochs"]
+        what = ("re-evaluated" if later.get("start_epoch", 0) > planned
                 else f"resumed at epoch {later.get('start_epoch', '?')}")
         lines.append(f"    then {what} on {later['date'][:16]} with: {later['command']}")
     if run.get("test_eval"):
