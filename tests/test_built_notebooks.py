@@ -6,10 +6,15 @@ them declares {"type", "match"} in its metadata "raises" (tests/test_notebooks.p
 reads the build's executed copies in _build/jupyter_execute.  Run after `make book` (make test does).
 """
 import json
+import pickle
 import re
 from pathlib import Path
 
 import pytest
+import torch
+
+from lstm_lab.book.build_times import execution_times
+from lstm_lab.book.chapter import BUDGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "_build" / "jupyter_execute"
@@ -41,3 +46,16 @@ def test_cells_raise_what_they_declare_and_no_other_cell_raises(path):
         (name, message), = raised
         assert name == declared["type"] and re.search(declared["match"], message), (
             f"{path.name}, cell {cell.get('id')} raised {name}: {message[:200]}; declared {declared}")
+
+
+def test_every_page_the_build_executed_ran_within_the_cpu_budget():
+    """The build's own wall time per page (myst-nb's record, printed at the end of the build log)."""
+    pickled = ROOT / "_build" / ".doctrees" / "environment.pickle"
+    if not pickled.is_file():
+        pytest.skip("no book build here: run `make book` first")
+    if torch.cuda.is_available():
+        pytest.skip("built with a GPU: the budget checked here is the CPU's")
+    times = execution_times(pickle.loads(pickled.read_bytes()))
+    assert {f"chapters/{path.stem}" for path in CHAPTERS} <= set(times), "the build executed every chapter"
+    over = {page: seconds for page, seconds in times.items() if seconds > BUDGETS["CPU"]}
+    assert over == {}, f"pages over the {BUDGETS['CPU']} s budget in this build"

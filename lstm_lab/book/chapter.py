@@ -12,9 +12,12 @@ import sys
 from lstm_lab.experiments.records import load_recorded
 from lstm_lab.runtime import setup
 
-__all__ = ["RECORDS", "chapter_timing", "expectation", "start_chapter"]
+__all__ = ["RECORDS", "BUDGETS", "chapter_timing", "over_budget", "expectation", "start_chapter"]
 
 RECORDS = {"CPU": "chapters-cpu.json", "GPU": "chapters-gpu.json"}  # what run_chapters.py recorded on each
+# The most a page may take, run top to bottom: a few minutes on a 2-core CPU (the book build, one thread), about a
+# minute on a GPU.  Longer measurements belong in recorded runs that a chapter reads.
+BUDGETS = {"CPU": 300, "GPU": 60}
 
 
 def chapter_timing(chapter, kind):
@@ -29,6 +32,15 @@ def chapter_timing(chapter, kind):
             return {"seconds": row["seconds"], "device": f"{row['device']}{cores}", "date": row["date"][:10],
                     "commit": row["commit"][:7]}
     return None
+
+
+def over_budget(kind, record=None):
+    """[(notebook, seconds)] of the recorded run on `kind` ("CPU" or "GPU") whose pages took longer than
+    BUDGETS[kind] or did not end ("status" not "ok": seconds None).  record: a run_chapters.py record (default: the
+    package's).  Chapter 1."""
+    record = record if record is not None else load_recorded(RECORDS[kind]) or {"notebooks": []}
+    return [(row["notebook"], row["seconds"] if row["status"] == "ok" else None) for row in record["notebooks"]
+            if row["status"] != "ok" or row["seconds"] > BUDGETS[kind]]
 
 
 def duration(seconds):

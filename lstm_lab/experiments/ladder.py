@@ -217,7 +217,7 @@ class LSTMFunction(torch.autograd.Function):
     def backward(ctx, dhs, dh_T, dc_T):
         x, h0, c0, W_ih, W_hh, hs, cs, acts = ctx.saved_tensors
         matmul = ctx.matmul
-        T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
+        B, H = x.shape[1], W_hh.shape[1]
         i, f, g, o = acts.chunk(4, dim=2)  # (T, B, H) each
         tanh_c = tanh(cs)
         h_prev = torch.cat([h0[None], hs[:-1]])  # (T, B, H): the h each step read
