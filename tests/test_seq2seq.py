@@ -121,8 +121,8 @@ def test_the_non_dates_name_no_date_in_any_format():
     for text, kind in generated:
         assert not reads_as_a_date(text), (text, kind)
     assert reads_as_a_date("3 March 1999") == {datetime.date(1999, 3, 3)}  # so the checks above can fail
-    with pytest.raises(ValueError, match="valid or test split, got 'train'"):
-        make_non_dates("train", 1)
+    with pytest.raises(ValueError, match="train, valid or test split, got 'unseen'"):
+        make_non_dates("unseen", 1)
 
 
 def test_bad_input_is_rejected_in_one_line():

@@ -192,14 +192,14 @@ def month_length(date):
 
 
 def make_non_dates(split, n, seed=0):
-    """n generated inputs of a split's dates (valid or test) that name no date, as (source, kind) pairs:
+    """n generated inputs of a split's dates (train, valid or test) that name no date, as (source, kind) pairs:
 
     "partial"     a date with its day, month or year left out ("March 1999", "3/3")
     "impossible"  a month above 12 or a day past the month's end, written in a training layout ("13/3/1999")
     "noise"       3 to 20 characters drawn from the model's own, at random
     Chapter 9."""
-    if split not in ("valid", "test"):
-        raise ValueError(f"non-dates are drawn for the valid or test split, got {split!r}")
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"non-dates are drawn for the train, valid or test split, got {split!r}")
     dates, chars = split_dates(split), "".join(t for t in source_vocab().itos if len(t) == 1)
     rng = random.Random(f"{seed}/{split}/non-dates")
     examples = []
