@@ -129,6 +129,7 @@ def setup(seed=0, prefer=None, threads=1):
     device = pick_device(prefer)
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(threads)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    used = torch.get_num_threads()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{used} CPU thread{'s' * (used > 1)}"
     print(f"torch {torch.__version__} on {device} ({where}), seed {seed}")
     return device

@@ -48,7 +48,7 @@ def test_a_chapter_on_a_cpu_uses_one_thread_unless_asked_otherwise(monkeypatch, 
     try:
         torch.set_num_threads(2)
         chapter.start_chapter("03_step_by_step", seed=0, prefer="cpu")
-        assert torch.get_num_threads() == 1 and "(1 CPU threads)" in capsys.readouterr().out
+        assert torch.get_num_threads() == 1 and "(1 CPU thread)" in capsys.readouterr().out
         torch.set_num_threads(2)
         chapter.start_chapter("03_step_by_step", seed=0, prefer="cpu", threads=None)
         assert torch.get_num_threads() == 2
