@@ -247,9 +247,15 @@ def read_dates(model, texts, src_vocab, tgt_vocab, threshold, device=None, beam=
         if "why" in reading:
             continue
         output, confidence = next(answers)
-        why = ("not a real date" if not is_real_date(output) else "not sure" if confidence < threshold else None)
+        why = why_no_date(output, confidence, threshold)
         reading.update(output=output, confidence=confidence, date=None if why else output, why=why)
     return readings
+
+
+def why_no_date(output, confidence, threshold):
+    """Why an output of the model is not given as a date: "not a real date", "not sure" (its confidence is below
+    `threshold`), or None when it is given."""
+    return "not a real date" if not is_real_date(output) else "not sure" if confidence < threshold else None
 
 
 def refusal_share(readings):
@@ -294,7 +300,7 @@ def dates_report(model, data, src_vocab, tgt_vocab, device, seed=0):
         sources = [s for s, *_ in data[split]]
         confidences = output_probability(model, sources, outputs[split], src_vocab, tgt_vocab, device)
         given = [o == t for o, c, (_, t, *_) in zip(outputs[split], confidences, data[split])
-                 if is_real_date(o) and c >= threshold]
+                 if why_no_date(o, c, threshold) is None]
         confidence["answered"][split] = {"answered": len(given) / len(sources), "right": sum(given) / max(len(given), 1)}
     generated = [text for text, _ in make_non_dates("test", test_size, seed)]
     written = read_dates(model, list(NOT_DATES), src_vocab, tgt_vocab, threshold, device)

@@ -21,11 +21,11 @@ the test dates in formats training never shows:
     realistic  `REALISTIC_FORMATS`: layouts people write that the generator never produces, written by hand,
                of three kinds (`format_kind`): month or weekday names, numbers only, ISO-like year-month-day
 
-each example of these two a string that no format before it writes for its date.
-
-and `NOT_DATES` (written by hand) and `make_non_dates` (generated) are inputs that name no date at all: what a
-translator should refuse.  Introduced in chapter 9.
+Each example of these two is a string that no format before it writes for its date.  `NOT_DATES` (written by
+hand) and `make_non_dates` (generated) are inputs that name no date at all: what a translator should refuse.
+Introduced in chapter 9.
 """
+import calendar
 import datetime
 import random
 import re
@@ -185,12 +185,6 @@ PARTIAL_FORMATS = (  # a date with a field left out
 )
 
 
-def month_length(date):
-    """The number of days in the month of `date`."""
-    following = date.replace(day=28) + datetime.timedelta(days=4)  # always in the next month
-    return (following - datetime.timedelta(days=following.day)).day
-
-
 def make_non_dates(split, n, seed=0):
     """n generated inputs of a split's dates (train, valid or test) that name no date, as (source, kind) pairs:
 
@@ -209,7 +203,7 @@ def make_non_dates(split, n, seed=0):
             text = render(date, rng.choice(PARTIAL_FORMATS), rng.choice(CASES))
         elif kind == "impossible":
             month = rng.randint(13, 31)
-            past_end = rng.randint(month_length(date) + 1, 39)
+            past_end = rng.randint(calendar.monthrange(date.year, date.month)[1] + 1, 39)  # after the month's last day
             text = rng.choice((f"{month}/{date.day}/{date.year}", f"{date.day:02d}.{month:02d}.{date.year}",
                                f"{date.year}-{month:02d}-{date.day:02d}", f"{MONTHS[date.month - 1]} {past_end}, "
                                f"{date.year}", f"{past_end} {MONTHS[date.month - 1][:3]} {date.year}"))
