@@ -3,6 +3,7 @@ CPU (lstm_lab/recorded/chapters-cpu.json, written by tools/run_chapters.py) cove
 them with one thread, and each ended within budget.  The build's own times are checked after `make book` by
 tests/test_built_notebooks.py.  No timing happens here: the record is read."""
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,12 @@ from lstm_lab.book.chapter import BUDGETS, RECORDS, over_budget
 from lstm_lab.experiments.records import load_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import run_chapters  # noqa: E402
 
 
 def toc_notebooks():
-    import sys
-    sys.path.insert(0, str(ROOT / "tools"))
-    from run_chapters import toc_notebooks as listed
-    return [str(path.relative_to(ROOT)) for path in listed(ROOT)]
+    return [str(path.relative_to(ROOT)) for path in run_chapters.toc_notebooks(ROOT)]
 
 
 def test_the_cpu_record_covers_every_page_with_one_thread_and_within_budget():
