@@ -3,10 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The lowest versions lstm_lab declares, tested by `make floor` in their own venv (requirements-floor.txt)
+FLOOR_PYTHON ?= python3.10
+FLOOR := .venv-floor
 # the venv's programs first on PATH: the chapters' C++ rung (chapter 3) runs the venv's ninja
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: book test unit browser clean
+.PHONY: book test unit floor floor-checks unit-then-floor browser clean
 
 # The pins in requirements.txt install on Python 3.11 to 3.13 (tested on 3.11.2 and 3.13.0); say so
 # before installing anything, rather than fail half-way through pip.
@@ -44,8 +47,35 @@ unit: $(BIN)/.installed
 browser: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -rs tests/test_built_notebooks.py tests/test_browser.py
 
-# Everything CI checks: unit tests, the full book build, then the built pages in a browser.
-test: unit book
+# The floors: pyproject.toml's lowest versions (Python 3.10, torch 2.4, numpy 1.22, matplotlib 3.5, tqdm 4.60,
+# ninja 1.10), installed exactly from requirements-floor.txt with the tools the tests need.  The unit tests run on
+# them; then chapter 1 runs on the chapters' floors (requirements-floor-chapters.txt: matplotlib 3.7, which
+# today's Jupyter inline backend needs, and ipywidgets 7.7), and the package's floors are put back.  Without
+# $(FLOOR_PYTHON) this is skipped, saying so, unless LSTM_LAB_REQUIRE_FLOOR is set (.ci/run sets it).
+$(FLOOR)/.installed: requirements-floor.txt pyproject.toml
+	$(FLOOR_PYTHON) -m venv $(FLOOR)
+	$(FLOOR)/bin/pip install -q -r requirements-floor.txt
+	$(FLOOR)/bin/pip install -q --no-deps -e .
+	touch $@
+
+floor:
+	@if $(FLOOR_PYTHON) --version >/dev/null 2>&1; then $(MAKE) --no-print-directory floor-checks; \
+	elif [ -n "$$LSTM_LAB_REQUIRE_FLOOR" ]; then echo "make floor: $(FLOOR_PYTHON) is missing" >&2; exit 1; \
+	else echo "warning: $(FLOOR_PYTHON) is missing: the floor checks are skipped (FLOOR_PYTHON=... names another)" >&2; fi
+
+floor-checks: $(FLOOR)/.installed
+	$(FLOOR)/bin/python -m pytest -q --ignore=tests/test_browser.py --ignore=tests/test_built_notebooks.py
+	$(FLOOR)/bin/pip install -q -r requirements-floor-chapters.txt
+	$(FLOOR)/bin/python tools/run_chapters.py chapters/01_lstm_cell.ipynb
+	$(FLOOR)/bin/pip install -q -r requirements-floor.txt
+
+unit-then-floor: unit
+	$(MAKE) --no-print-directory floor
+
+# Everything CI checks, on two cores: the full book build (its chapters on one thread) beside the unit tests and
+# then the floor checks; then the built pages in a browser.  Each job's output is shown when it ends.
+test: $(BIN)/.installed
+	$(MAKE) --no-print-directory -j2 --output-sync=target book unit-then-floor
 	$(MAKE) --no-print-directory browser
 
 clean:

@@ -5,6 +5,12 @@ initialiser that picks modules with isinstance, the `_all_weights` bias idiom, a
 another, an ONNX export run by onnxruntime, torch.export, torch.fx, TorchScript, torch.compile, code that
 catches nn.LSTM's exception types.  Each runs with the torch class and with ours, and the two must agree.
 The differences that remain are decisions documented in `lstm_lab.LSTM`'s docstring and in chapter 3.
+
+Before torch 2.11 two of these differ (seen on torch 2.4, the lowest torch lstm_lab supports; the README says so):
+torch.export cannot record a model holding lstm_lab.LSTM (Dynamo steps into nn.LSTM.forward from our subclass and
+stops at `_update_flat_weights`), and under the experimental allow_rnn switch Dynamo compiles ours differently
+from nn.LSTM.  A third is torch's alone: a whole saved model holding nn.LSTM does not reload with weights_only=True
+(builtins.set is not allowed).  Those three tests are skipped there, saying so.
 """
 import io
 
@@ -21,6 +27,11 @@ from lstm_lab.cells import LSTMInputError
 from lstm_lab.experiments.compiling import compile_counting
 
 LSTM_CLASSES = {"nn.LSTM": nn.LSTM, "lstm_lab.LSTM": LSTM}
+TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+BEFORE_2_11 = pytest.mark.skipif(TORCH < (2, 11), reason=f"torch {torch.__version__}: Dynamo records lstm_lab.LSTM "
+                                 "unlike nn.LSTM before torch 2.11 (this module's docstring)")
+WHOLE_MODELS = pytest.mark.skipif(TORCH < (2, 11), reason=f"torch {torch.__version__}: a whole nn.LSTM model does not "
+                                  "load with weights_only=True either (builtins.set is not allowed)")
 VOCAB, EMBED, HIDDEN, TAGS = 20, 6, 8, 5
 
 
@@ -94,6 +105,7 @@ def test_the_classes_are_torchs_classes():
     assert [w is p for w, p in zip(ours._flat_weights, ours.parameters())] == [True] * 8
 
 
+@WHOLE_MODELS
 def test_a_whole_saved_model_reloads_with_weights_only():
     """The reload scripts that allowlist their own classes and torch's; ours are registered on import."""
     for name, model in twins(Tagger).items():
@@ -167,6 +179,7 @@ def test_an_onnx_export_with_a_dynamic_length_runs_at_another_length():
             assert np.abs(got - expected).max() < 1e-5, (name, T)
 
 
+@BEFORE_2_11
 def test_torch_export_saves_one_lstm_op_and_reloads():
     for name, model in twins(Tagger).items():
         program = torch.export.export(model, (tokens(7),))
@@ -237,7 +250,7 @@ def packed_inputs(T):
     return torch.randn(T, 3, EMBED), torch.tensor([T, 2, 3])
 
 
-@pytest.mark.parametrize("allow_rnn", [False, True])
+@pytest.mark.parametrize("allow_rnn", [False, pytest.param(True, marks=BEFORE_2_11)])
 def test_torch_compile_makes_no_graph_per_length(allow_rnn):
     """By default Dynamo leaves LSTM modules out of its graphs, ours as nn.LSTM, and compiles no graph per length
     (before, ours compiled one per length up to the recompile limit).  With allow_rnn=True (experimental) it
@@ -278,12 +291,20 @@ def test_code_that_catches_torchs_exception_types_catches_ours():
 @pytest.mark.parametrize("arguments", [{"bias": 1}, {"batch_first": "yes"}, {"input_size": np.int64(3)},
                                        {"hidden_size": 0}, {"dropout": 1.5}, {"dropout": True}])
 def test_the_constructor_refuses_what_torch_refuses_with_torchs_error(arguments):
+    """Whatever this torch's nn.LSTM does with the arguments, LSTM does: the same error, or an LSTM."""
     arguments = {"input_size": 3, "hidden_size": 4, "num_layers": 2, **arguments}
-    with pytest.raises(Exception) as expected:
-        nn.LSTM(**arguments)
-    with pytest.raises(type(expected.value)) as got:
-        LSTM(**arguments)
-    assert str(got.value) == str(expected.value)
+    assert outcome(lambda: LSTM(**arguments)) == outcome(lambda: nn.LSTM(**arguments))
+    if TORCH >= (2, 11):  # recent torch refuses them all (torch 2.4 builds an LSTM from some, and so do we)
+        assert outcome(lambda: nn.LSTM(**arguments)) is not None
+
+
+def outcome(make):
+    """None if make() returns, else the type and message of what it raised."""
+    try:
+        make()
+    except Exception as error:
+        return type(error), str(error)
+    return None
 
 
 def test_forward_takes_its_arguments_by_torchs_names():

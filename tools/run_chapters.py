@@ -3,6 +3,7 @@
     python tools/run_chapters.py                                    # every notebook in _toc.yml
     python tools/run_chapters.py chapters/03_step_by_step.ipynb --json lstm_lab/recorded/chapters-gpu.json
     python tools/run_chapters.py --executed /tmp/executed           # also keep the executed notebooks
+    python tools/run_chapters.py --as-colab --mirror . --json lstm_lab/recorded/chapters-colab-stack.json
 
 Each notebook runs in a fresh IPython kernel (nbclient starts it directly: no Jupyter server, no browser),
 in its own folder as the book build does, with $LSTM_LAB_SOLUTIONS set to "1" unless it is set already (the
@@ -14,13 +15,22 @@ notebook, the status, the wall time, the device line the setup cell printed, and
 commit it ran; `--update` re-runs some notebooks and keeps the other rows of an earlier record.  Needs
 nbclient and ipykernel: `pip install nbclient ipykernel` (plus whatever the chapters import) is enough on a
 GPU machine without Jupyter.  The exit status is the number of notebooks that failed.
+
+--as-colab runs the pages as Colab does: every kernel starts with a stand-in `google.colab` module, so each page's
+setup cell installs lstm_lab with pip, from the repository at the commit the page names, into the environment
+that runs the kernels (which should not hold lstm_lab yet).  --mirror sends the repository's address to a local
+clone (git's url.insteadOf), so that install needs no access to GitHub.  The record then says which lstm_lab the
+kernels ran and the versions of the packages around it.
 """
 import argparse
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -29,6 +39,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from lstm_lab.book.chapter import REPOSITORY  # noqa: E402
 from lstm_lab.checkpoint import atomic_write_json  # noqa: E402
 from lstm_lab.provenance import provenance, utc_now  # noqa: E402  (the repository's package, not an installed copy)
 from lstm_lab.runtime import pick_device  # noqa: E402
@@ -94,6 +105,44 @@ def execute(path, timeout, kernel_name="python3"):
     return nb, record
 
 
+PACKAGES = ["torch", "numpy", "matplotlib", "ipywidgets", "ipykernel", "nbclient", "tqdm", "ninja"]
+
+
+def package_versions(names=PACKAGES):
+    """{name: version or None} of the packages installed beside the kernels (the chapters' own stack)."""
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    return {name: version(name) for name in names}
+
+
+def kernel_lstm_lab():
+    """Where the lstm_lab the kernels import was installed from ("lstm_lab @ git+URL@COMMIT"), or None when it is
+    not a git install (a checkout, an editable install): read outside this checkout, as a kernel imports it."""
+    program = "from lstm_lab.book.chapter import read_installed_source; print(read_installed_source())"
+    done = subprocess.run([sys.executable, "-c", program], cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    found = done.stdout.strip()
+    return found if done.returncode == 0 and found != "None" else None
+
+
+def as_colab(folder, mirror=None):
+    """Set this process's environment, which every kernel inherits, so that kernels start as on Colab: IPython
+    imports a stand-in google.colab module at start (a startup file in `folder`), and, with `mirror`, git fetches
+    the repository from that folder.  Returns what the record should say."""
+    startup = Path(folder) / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-colab.py").write_text("import sys, types\n"
+                                         "sys.modules['google.colab'] = types.ModuleType('google.colab')\n")
+    os.environ["IPYTHONDIR"] = str(Path(folder) / "ipython")
+    if mirror:
+        config = Path(folder) / "gitconfig"
+        config.write_text(f'[url "{Path(mirror).resolve()}"]\n\tinsteadOf = {REPOSITORY}\n')
+        os.environ["GIT_CONFIG_GLOBAL"] = str(config)
+    return {"as_colab": True, "repository": f"{REPOSITORY} from {Path(mirror).resolve()}" if mirror else REPOSITORY}
+
+
 def merge(old_rows, new_rows):
     """The rows of an earlier record with those of notebooks run again replaced, in book order."""
     new = {row["notebook"]: row for row in new_rows}
@@ -108,6 +157,10 @@ def build_parser():
     parser.add_argument("--executed", default=None, help="folder to save the executed notebooks in")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run (default 1800)")
     parser.add_argument("--note", default=None, help="a remark stored with each notebook's row (e.g. what else ran)")
+    parser.add_argument("--as-colab", action="store_true",
+                        help="kernels start with a stand-in google.colab: each page installs lstm_lab with pip")
+    parser.add_argument("--mirror", default=None,
+                        help=f"with --as-colab: a local clone git fetches instead of {REPOSITORY}")
     parser.add_argument("--update", action="store_true",
                         help="keep the other notebooks' rows of an existing --json, replacing those run now")
     return parser
@@ -121,8 +174,12 @@ def main(argv=None):
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise SystemExit(f"error: no such notebook: {', '.join(missing)}")
+    if args.mirror and not args.as_colab:
+        raise SystemExit("error: --mirror goes with --as-colab")
     record = provenance([], pick_device())
     record["command"] = "python tools/run_chapters.py " + " ".join(argv)
+    if args.as_colab:
+        record.update(as_colab(tempfile.mkdtemp(prefix="as-colab-"), args.mirror))
     earlier = json.loads(Path(args.json).read_text())["notebooks"] if args.update and Path(args.json).is_file() else []
     record["notebooks"] = earlier
     for path in paths:
@@ -134,6 +191,7 @@ def main(argv=None):
         if args.executed:
             Path(args.executed).mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, Path(args.executed) / path.name)
+        record.update(packages=package_versions(), lstm_lab_installed=kernel_lstm_lab())
         if args.json:
             atomic_write_json(record, args.json)
     failed = sum(row["status"] != "ok" for row in record["notebooks"] if Path(REPO / row["notebook"]) in paths)

@@ -20,9 +20,16 @@ import logging
 import torch
 import torch._dynamo
 
-__all__ = ["count_compilations", "window_lengths"]
+__all__ = ["recompile_limit", "count_compilations", "window_lengths"]
 
 QUIET_LOGGERS = ("torch._dynamo", "torch._guards")  # their warnings repeat what the counts show
+
+
+def recompile_limit():
+    """How many graphs Dynamo compiles for one function before it runs it eagerly:
+    `torch._dynamo.config.recompile_limit`, called `cache_size_limit` before torch 2.7.  Chapter 7."""
+    config = torch._dynamo.config
+    return config.recompile_limit if hasattr(config, "recompile_limit") else config.cache_size_limit
 
 
 def counting_backend(counter):

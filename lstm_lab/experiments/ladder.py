@@ -25,8 +25,10 @@ In the order chapter 3 builds them, roughly slowest first (measured there):
     aten       nn.LSTM with oneDNN and cuDNN switched off: PyTorch's C++ loop of LSTM cells
     nn.LSTM    PyTorch's own kernel (`_VF.lstm`): oneDNN on CPU, cuDNN on an NVIDIA GPU
 """
+import contextlib
 import functools
 import hashlib
+import io
 import os
 import platform
 import shutil
@@ -36,7 +38,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
-from torch.utils import cpp_extension
+
+# Imported quietly: a CUDA build of torch on a machine without a GPU prints "No CUDA runtime is found" when
+# cpp_extension is imported, which says nothing about building this CPU code (and every command would print it).
+with contextlib.redirect_stderr(io.StringIO()):
+    from torch.utils import cpp_extension
 
 from lstm_lab.cells import cell_update
 from lstm_lab.files import sha256_of, try_lock, wait_lock, write_bytes
