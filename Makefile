@@ -69,8 +69,10 @@ floor-checks: $(FLOOR)/.installed
 	$(FLOOR)/bin/python tools/run_chapters.py chapters/01_lstm_cell.ipynb
 	$(FLOOR)/bin/pip install -q -r requirements-floor.txt
 
-unit-then-floor: unit
-	$(MAKE) --no-print-directory floor
+# (one thread each, so that they leave the other core to the book build)
+unit-then-floor: $(BIN)/.installed
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory unit
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory floor
 
 # Everything CI checks, on two cores: the full book build (its chapters on one thread) beside the unit tests and
 # then the floor checks; then the built pages in a browser.  Each job's output is shown when it ends.

@@ -21,10 +21,13 @@ from importlib import metadata
 from lstm_lab.experiments.records import load_recorded
 from lstm_lab.runtime import setup
 
-__all__ = ["RECORDS", "BUDGETS", "REPOSITORY", "SETUP_CELL", "setup_cell", "read_installed_source", "installed_source",
-           "chapter_timing", "over_budget", "expectation", "start_chapter"]
+__all__ = ["RECORDS", "STACKS", "BUDGETS", "REPOSITORY", "SETUP_CELL", "setup_cell", "read_installed_source",
+           "installed_source", "chapter_timing", "over_budget", "expectation", "start_chapter"]
 
 RECORDS = {"CPU": "chapters-cpu.json", "GPU": "chapters-gpu.json"}  # what run_chapters.py recorded on each
+# Every page run on other versions than the book's (run_chapters.py): Colab's packages, each page installing
+# lstm_lab itself (--as-colab), and the lowest versions the chapters support (requirements-floor-chapters.txt).
+STACKS = {"Colab's stack": "chapters-colab-stack.json", "the floors": "chapters-floor.json"}
 # The most a page may take, run top to bottom: a few minutes on a 2-core CPU (the book build, one thread), about a
 # minute on a GPU.  Longer measurements belong in recorded runs that a chapter reads.
 BUDGETS = {"CPU": 300, "GPU": 60}
