@@ -50,7 +50,7 @@ browser: $(BIN)/.installed
 # The floors: pyproject.toml's lowest versions (Python 3.10, torch 2.4, numpy 1.22, matplotlib 3.5, tqdm 4.60,
 # ninja 1.10), installed exactly from requirements-floor.txt with the tools the tests need.  The unit tests run on
 # them; then chapter 1 runs on the chapters' floors (requirements-floor-chapters.txt: matplotlib 3.7, which
-# today's Jupyter inline backend needs, and ipywidgets 7.7), and the package's floors are put back.  Without
+# today's Jupyter inline backend needs, and ipywidgets 7.7; the next run puts the package's floors back).  Without
 # $(FLOOR_PYTHON) this is skipped, saying so, unless LSTM_LAB_REQUIRE_FLOOR is set (.ci/run sets it).
 $(FLOOR)/.installed: requirements-floor.txt pyproject.toml
 	$(FLOOR_PYTHON) -m venv $(FLOOR)
@@ -63,11 +63,13 @@ floor:
 	elif [ -n "$$LSTM_LAB_REQUIRE_FLOOR" ]; then echo "make floor: $(FLOOR_PYTHON) is missing" >&2; exit 1; \
 	else echo "warning: $(FLOOR_PYTHON) is missing: the floor checks are skipped (FLOOR_PYTHON=... names another)" >&2; fi
 
+# (the floor venv's programs first on PATH, so that its ninja builds chapter 3's C++ rung in the tests)
 floor-checks: $(FLOOR)/.installed
-	$(FLOOR)/bin/python -m pytest -q --ignore=tests/test_browser.py --ignore=tests/test_built_notebooks.py
-	$(FLOOR)/bin/pip install -q -r requirements-floor-chapters.txt
-	$(FLOOR)/bin/python tools/run_chapters.py chapters/01_lstm_cell.ipynb
 	$(FLOOR)/bin/pip install -q -r requirements-floor.txt
+	PATH=$(abspath $(FLOOR)/bin):$$PATH $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider \
+	    --ignore=tests/test_browser.py --ignore=tests/test_built_notebooks.py
+	$(FLOOR)/bin/pip install -q -r requirements-floor-chapters.txt
+	PATH=$(abspath $(FLOOR)/bin):$$PATH $(FLOOR)/bin/python tools/run_chapters.py chapters/01_lstm_cell.ipynb
 
 # (one thread each, so that they leave the other core to the book build)
 unit-then-floor: $(BIN)/.installed
