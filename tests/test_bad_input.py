@@ -48,9 +48,6 @@ SMALL = {"lm": ["--preset", "smoke", "--level", "char", "--no-progress", "--devi
          "dates": ["--train-size", "300", "--device", "cpu"]}
 
 
-TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """{"text": a page of Tiny Shakespeare, "lm", "poems", "dates": finished one-epoch run folders}."""
@@ -268,8 +265,9 @@ def api_cases(models):
     return [
         (lambda: LSTM(5, 5)(x, (h, None)), TypeError, r"pair \(h_0, c_0\) of tensors, got \(Tensor, NoneType\)"),
         (lambda: LSTM(5, 5)(x, (h.numpy(), h.numpy())), TypeError, r"got \(ndarray, ndarray\)"),
-        *([] if TORCH < (2, 11) else [  # torch's own checks, which the drop-ins keep (older torch has fewer:
-            # tests/test_lstm_clients.py holds them to nn.LSTM's on every torch)
+        # torch's own checks, which the drop-ins keep (older torch has fewer: tests/test_lstm_clients.py holds the
+        # drop-ins to nn.LSTM's checks on every torch)
+        *([] if torch.__version__ < (2, 11) else [
             (lambda: LSTM("5", 5), TypeError, "input_size should be of type int, got: str"),
             (lambda: LSTM(np.int64(5), 5), TypeError, "input_size should be of type int, got: int64"),
             (lambda: LSTMCell(5, 5.0), TypeError, "hidden_size should be of type int, got: float")]),
@@ -298,7 +296,7 @@ def test_the_python_api_names_what_it_expected(models):
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
-    assert len(cases) == (16 if TORCH < (2, 11) else 19)  # every case ran
+    assert len(cases) == (16 if torch.__version__ < (2, 11) else 19)  # every case ran
 
 
 def test_a_generated_poem_writes_only_chinese_characters(models):

@@ -27,12 +27,11 @@ REPO = TESTS.parent
 posix_only = pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs process groups (Linux, macOS)")
 
 
-TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 # The torchrun launches are tested from torch 2.11 on.  On torch 2.4 (the lowest torch lstm_lab supports) two ranks
 # that end in an error sometimes both hang in dist.destroy_process_group (gloo; seen on the build machine), and the
 # ranks hang at the start unless GLOO_SOCKET_IFNAME names the loopback interface.
-torchrun_tested = pytest.mark.skipif(TORCH < (2, 11), reason=f"torch {torch.__version__}: torchrun launches are "
-                                     "tested from torch 2.11 (gloo hangs seen on torch 2.4)")
+torchrun_tested = pytest.mark.skipif(torch.__version__ < (2, 11), reason=f"torch {torch.__version__}: torchrun "
+                                     "launches are tested from torch 2.11 (gloo hangs seen on torch 2.4)")
 
 
 def torchrun(*args, **popen):

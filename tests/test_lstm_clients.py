@@ -27,11 +27,10 @@ from lstm_lab.cells import LSTMInputError
 from lstm_lab.experiments.compiling import compile_counting
 
 LSTM_CLASSES = {"nn.LSTM": nn.LSTM, "lstm_lab.LSTM": LSTM}
-TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-BEFORE_2_11 = pytest.mark.skipif(TORCH < (2, 11), reason=f"torch {torch.__version__}: Dynamo records lstm_lab.LSTM "
-                                 "unlike nn.LSTM before torch 2.11 (this module's docstring)")
-WHOLE_MODELS = pytest.mark.skipif(TORCH < (2, 11), reason=f"torch {torch.__version__}: a whole nn.LSTM model does not "
-                                  "load with weights_only=True either (builtins.set is not allowed)")
+BEFORE_2_11 = pytest.mark.skipif(torch.__version__ < (2, 11), reason=f"torch {torch.__version__}: Dynamo records "
+                                 "lstm_lab.LSTM unlike nn.LSTM before torch 2.11 (this module's docstring)")
+WHOLE_MODELS = pytest.mark.skipif(torch.__version__ < (2, 11), reason=f"torch {torch.__version__}: a whole nn.LSTM "
+                                  "model does not load with weights_only=True either (builtins.set is not allowed)")
 VOCAB, EMBED, HIDDEN, TAGS = 20, 6, 8, 5
 
 
@@ -294,7 +293,7 @@ def test_the_constructor_refuses_what_torch_refuses_with_torchs_error(arguments)
     """Whatever this torch's nn.LSTM does with the arguments, LSTM does: the same error, or an LSTM."""
     arguments = {"input_size": 3, "hidden_size": 4, "num_layers": 2, **arguments}
     assert outcome(lambda: LSTM(**arguments)) == outcome(lambda: nn.LSTM(**arguments))
-    if TORCH >= (2, 11):  # recent torch refuses them all (torch 2.4 builds an LSTM from some, and so do we)
+    if torch.__version__ >= (2, 11):  # recent torch refuses them all (torch 2.4 builds an LSTM from some, and so do we)
         assert outcome(lambda: nn.LSTM(**arguments)) is not None
 
 
