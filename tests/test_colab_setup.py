@@ -24,8 +24,7 @@ PIN = re.compile(r'LSTM_LAB = "lstm_lab @ git\+(\S+)@([0-9a-f]{40})"')
 
 
 def pinned(path):
-    first = next(cell for cell in PAGES[path]["cells"] if cell["cell_type"] == "code")
-    return "".join(first["source"])
+    return "".join(pin_book.setup_cell_of(PAGES[path])["source"])
 
 
 def test_the_repository_is_the_one_the_book_links_to():

@@ -6,8 +6,8 @@
 The first cell of a page (`lstm_lab.book.chapter.SETUP_CELL`) installs lstm_lab from the repository at a fixed
 commit, so that a page runs against the package it was written for.  A commit cannot name itself, so the page
 names the last commit that changed the package (lstm_lab/ and pyproject.toml), and its package is this checkout's
-exactly.  After a commit that changes the package, run this and commit the pages: tests/test_notebooks.py fails
-until then.  The package must be committed first (the pages would name a commit without its changes).
+exactly.  After a commit that changes the package, run this and commit the pages: tests/test_colab_setup.py
+fails until then.  The package must be committed first (the pages would name a commit without its changes).
 """
 import argparse
 import json
@@ -40,13 +40,18 @@ def page_name(path, repo=REPO):
     return relative.removeprefix("chapters/")
 
 
+def setup_cell_of(notebook):
+    """The first code cell of a notebook (a dict), or None: where a page's setup cell is."""
+    return next((cell for cell in notebook["cells"] if cell["cell_type"] == "code"), None)
+
+
 def pages(repo=REPO):
     """{path: its notebook as a dict} of the pages in _toc.yml whose first code cell starts the chapter."""
     found = {}
     for path in toc_notebooks(repo):
         notebook = json.loads(path.read_text(encoding="utf-8"))
-        code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-        if code and "start_chapter(" in "".join(code[0]["source"]):
+        first = setup_cell_of(notebook)
+        if first and "start_chapter(" in "".join(first["source"]):
             found[path] = notebook
     return found
 
@@ -58,7 +63,7 @@ def main(argv=None):
     commit = package_commit()
     stale = []
     for path, notebook in pages().items():
-        first = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+        first = setup_cell_of(notebook)
         wanted = setup_cell(page_name(path), commit)
         if "".join(first["source"]) == wanted:
             continue

@@ -180,6 +180,7 @@ def main(argv=None):
     record["command"] = "python tools/run_chapters.py " + " ".join(argv)
     if args.as_colab:
         record.update(as_colab(tempfile.mkdtemp(prefix="as-colab-"), args.mirror))
+    record["packages"] = package_versions()
     earlier = json.loads(Path(args.json).read_text())["notebooks"] if args.update and Path(args.json).is_file() else []
     record["notebooks"] = earlier
     for path in paths:
@@ -191,7 +192,8 @@ def main(argv=None):
         if args.executed:
             Path(args.executed).mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, Path(args.executed) / path.name)
-        record.update(packages=package_versions(), lstm_lab_installed=kernel_lstm_lab())
+        if args.as_colab:  # the first page installs it: ask again after each page
+            record["lstm_lab_installed"] = kernel_lstm_lab()
         if args.json:
             atomic_write_json(record, args.json)
     failed = sum(row["status"] != "ok" for row in record["notebooks"] if Path(REPO / row["notebook"]) in paths)
