@@ -9,7 +9,7 @@ FLOOR := .venv-floor
 # the venv's programs first on PATH: the chapters' C++ rung (chapter 3) runs the venv's ninja
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: book test unit floor floor-checks unit-then-floor browser clean
+.PHONY: book test unit floor floor-checks browser clean
 
 # The pins in requirements.txt install on Python 3.11 to 3.13 (tested on 3.11.2 and 3.13.0); say so
 # before installing anything, rather than fail half-way through pip.
@@ -71,15 +71,11 @@ floor-checks: $(FLOOR)/.installed
 	$(FLOOR)/bin/pip install -q -r requirements-floor-chapters.txt
 	PATH=$(abspath $(FLOOR)/bin):$$PATH $(FLOOR)/bin/python tools/run_chapters.py chapters/01_lstm_cell.ipynb
 
-# (one thread each, so that they leave the other core to the book build)
-unit-then-floor: $(BIN)/.installed
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory unit
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory floor
-
-# Everything CI checks, on two cores: the full book build (its chapters on one thread) beside the unit tests and
-# then the floor checks; then the built pages in a browser.  Each job's output is shown when it ends.
-test: $(BIN)/.installed
-	$(MAKE) --no-print-directory -j2 --output-sync=target book unit-then-floor
+# Everything CI checks, one after the other: unit tests, the full book build, the floor checks, then the built pages
+# in a browser.  (Building the book beside the unit tests took 14 min instead of about 25, but twice in six runs a
+# page's kernel and the book's executor then waited on each other for good: not in parallel until that is understood.)
+test: unit book
+	$(MAKE) --no-print-directory floor
 	$(MAKE) --no-print-directory browser
 
 clean:
